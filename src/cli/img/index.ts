@@ -1,0 +1,16 @@
+// qemu-img compatible subcommands: one file per command, registered here in qemu-img's order.
+import type { Command } from 'commander';
+import type { ToolContext } from '../program.js';
+
+type Register = (program: Command, ctx: ToolContext) => void;
+
+const commands: Register[] = [];
+
+export function registerImgCommands(program: Command, ctx: ToolContext): void {
+  for (const register of commands) register(program, ctx);
+}
+
+/** What `vmforge-img --version` prints (qemu-img prints its version and copyright). */
+export function imgVersionText(): string {
+  return 'vmforge-img version 0.1.0 (qemu-img 7.2 compatible)\n';
+}

@@ -1,0 +1,97 @@
+// Entry points for the three binaries. `vmforge` is the umbrella (img, nbd, firmware, hugepages,
+// run, qmp); `vmforge-img` and `vmforge-nbd` are drop-ins for qemu-img and qemu-nbd.
+
+import { Command } from 'commander';
+import { processIO, type CliIO } from './io.js';
+import { qemuStyle, runProgram, type ToolContext } from './program.js';
+import { registerImgCommands, imgVersionText } from './img/index.js';
+
+/** Subprograms of the umbrella `vmforge` command. Each returns an exit code. */
+type Subprogram = (argv: string[], io: CliIO) => Promise<number>;
+
+const subprograms: Record<string, { describe: string; run: Subprogram }> = {
+  img: {
+    describe: 'qemu-img compatible image commands (also: vmforge-img)',
+    run: (a, io) => runImg(a, io),
+  },
+};
+
+/** Register a subprogram of `vmforge` (used by feature folders: nbd, firmware, hugepages, run). */
+export function addSubprogram(name: string, describe: string, run: Subprogram): void {
+  subprograms[name] = { describe, run };
+}
+
+function splitDebug(argv: string[], io: CliIO): { argv: string[]; debug: boolean } {
+  const debug = argv.includes('--debug') || io.env['VMFORGE_DEBUG'] === '1';
+  return { argv: argv.filter((a) => a !== '--debug'), debug };
+}
+
+/** `vmforge-img ARGS` / `vmforge img ARGS`. */
+export async function runImg(rawArgv: string[], io: CliIO = processIO()): Promise<number> {
+  const { argv, debug } = splitDebug(rawArgv, io);
+  const ctx: ToolContext = { io, tool: 'vmforge-img', debug };
+  if (argv.length === 0) {
+    io.stderr.write(
+      `vmforge-img: Not enough arguments\nTry 'vmforge-img --help' for more information\n`,
+    );
+    return 1;
+  }
+  if (argv[0] === '-V' || argv[0] === '--version') {
+    io.stdout.write(imgVersionText());
+    return 0;
+  }
+  const program = qemuStyle(new Command('vmforge-img'), ctx);
+  program.description('QEMU disk image utility, in TypeScript (qemu-img 7.2 compatible)');
+  registerImgCommands(program, ctx);
+  const known = new Set(program.commands.map((c) => c.name()));
+  const first = argv[0]!;
+  if (!first.startsWith('-') && !known.has(first)) {
+    io.stderr.write(
+      `vmforge-img: Command not found: ${first}\nTry 'vmforge-img --help' for more information\n`,
+    );
+    return 1;
+  }
+  return runProgram(program, argv, ctx);
+}
+
+/** `vmforge ARGS`: dispatch to a subprogram. */
+export async function runVmforge(rawArgv: string[], io: CliIO = processIO()): Promise<number> {
+  const name = rawArgv[0];
+  const sub = name === undefined ? undefined : subprograms[name];
+  if (sub) return sub.run(rawArgv.slice(1), io);
+  if (name === '--version' || name === '-V') {
+    io.stdout.write(`vmforge ${await packageVersion()}\n`);
+    return 0;
+  }
+  const lines = Object.entries(subprograms).map(([n, s]) => `  ${n.padEnd(12)}${s.describe}`);
+  const usage = `Usage: vmforge COMMAND [options]\n\nCommands:\n${lines.join('\n')}\n`;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    io.stdout.write(usage);
+    return name === undefined ? 1 : 0;
+  }
+  io.stderr.write(`vmforge: unknown command '${name}'\n${usage}`);
+  return 1;
+}
+
+export async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(
+    await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
+  ) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** Used by the bin shims: run, set the exit code, never call process.exit(). */
+export async function runBin(which: 'vmforge' | 'img' | 'nbd'): Promise<void> {
+  // Load the feature folders that register subprograms (nbd, firmware, ...).
+  await import('./subprograms.js');
+  const argv = process.argv.slice(2);
+  const io = processIO();
+  let code: number;
+  if (which === 'vmforge') code = await runVmforge(argv, io);
+  else if (which === 'img') code = await runImg(argv, io);
+  else code = await runVmforge(['nbd', ...argv], io);
+  process.exitCode = code;
+}

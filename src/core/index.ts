@@ -1,0 +1,6 @@
+// src/core: domain-free building blocks. Imports nothing else from src/.
+export * from './errors.js';
+export * from './bytes.js';
+export * from './units.js';
+export * from './printf.js';
+export { debug } from './debug.js';

@@ -1,0 +1,3 @@
+// vmforge public API: the library behind the CLI.
+export * from './core/index.js';
+export * from './block/index.js';
