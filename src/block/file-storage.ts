@@ -1,0 +1,213 @@
+// FileStorage: a host file (or block device) through fs/promises, positional I/O only.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { fromSystemError, InvalidArgumentError } from '../core/index.js';
+import type { Storage } from './storage.js';
+import { nativeFileOps } from './native.js';
+
+/** Zero buffer reused for writeZeroes fallbacks; never written to. */
+const ZERO_CHUNK = new Uint8Array(1 << 20);
+
+export interface FileStorageOptions {
+  readOnly?: boolean;
+  /** Create the file (fail if it exists unless `truncate`). */
+  create?: boolean;
+  /** With `create`: replace an existing file. */
+  truncate?: boolean;
+}
+
+export class FileStorage implements Storage {
+  readonly filename: string;
+  readonly readOnly: boolean;
+  #fh: FileHandle | undefined;
+  #closed = false;
+
+  private constructor(filename: string, fh: FileHandle, readOnly: boolean) {
+    this.filename = filename;
+    this.#fh = fh;
+    this.readOnly = readOnly;
+  }
+
+  static async open(path: string, options: FileStorageOptions = {}): Promise<FileStorage> {
+    const readOnly = options.readOnly ?? false;
+    let flags: number;
+    if (options.create) {
+      flags =
+        fsConstants.O_RDWR |
+        fsConstants.O_CREAT |
+        (options.truncate ? fsConstants.O_TRUNC : fsConstants.O_EXCL);
+    } else {
+      flags = readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(path, flags, 0o644);
+    } catch (err) {
+      throw fromSystemError(err, `Could not open '${path}'`);
+    }
+    try {
+      const st = await fh.stat();
+      if (st.isDirectory()) {
+        throw new InvalidArgumentError(`Could not open '${path}': Is a directory`);
+      }
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+    return new FileStorage(path, fh, readOnly && !options.create);
+  }
+
+  get fd(): number {
+    return this.#handle().fd;
+  }
+
+  #handle(): FileHandle {
+    if (!this.#fh) throw new Error(`FileStorage '${this.filename}' is closed`);
+    return this.#fh;
+  }
+
+  #checkWritable(): void {
+    if (this.readOnly)
+      throw fromSystemError({ code: 'EROFS' }, `Cannot write to '${this.filename}'`);
+  }
+
+  async size(): Promise<number> {
+    const st = await this.#handle().stat();
+    if (st.isBlockDevice()) {
+      // stat() reports 0 for block devices; find the end by seeking through a read probe.
+      return blockDeviceSize(this.#handle());
+    }
+    return st.size;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    const fh = this.#handle();
+    let done = 0;
+    while (done < buf.length) {
+      let n: number;
+      try {
+        ({ bytesRead: n } = await fh.read(buf, done, buf.length - done, offset + done));
+      } catch (err) {
+        throw fromSystemError(err, `Could not read '${this.filename}' at offset ${offset + done}`);
+      }
+      if (n === 0) {
+        buf.fill(0, done); // past EOF reads as zeros
+        return;
+      }
+      done += n;
+    }
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.#checkWritable();
+    const fh = this.#handle();
+    let done = 0;
+    while (done < buf.length) {
+      let n: number;
+      try {
+        ({ bytesWritten: n } = await fh.write(buf, done, buf.length - done, offset + done));
+      } catch (err) {
+        throw fromSystemError(
+          err,
+          `Could not write to '${this.filename}' at offset ${offset + done}`,
+        );
+      }
+      done += n;
+    }
+  }
+
+  async truncate(size: number): Promise<void> {
+    this.#checkWritable();
+    try {
+      await this.#handle().truncate(size);
+    } catch (err) {
+      throw fromSystemError(err, `Could not resize '${this.filename}'`);
+    }
+  }
+
+  async writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
+    this.#checkWritable();
+    if (length === 0) return;
+    const native = nativeFileOps();
+    if (native) {
+      // fallocate(PUNCH_HOLE) deallocates; ZERO_RANGE keeps the allocation (QEMU file-posix).
+      const ok = mayUnmap
+        ? native.punchHole(this.fd, offset, length)
+        : native.zeroRange(this.fd, offset, length);
+      if (ok) return;
+    }
+    const size = await this.size();
+    if (offset >= size) {
+      // Beyond EOF everything already reads as zero; just make sure the length covers it.
+      await this.truncate(Math.max(size, offset + length));
+      return;
+    }
+    if (mayUnmap && offset + length >= size) {
+      // A zeroed tail can be dropped and re-extended sparse, without writing anything.
+      await this.truncate(offset);
+      await this.truncate(Math.max(size, offset + length));
+      return;
+    }
+    for (let pos = offset; pos < offset + length;) {
+      const n = Math.min(ZERO_CHUNK.length, offset + length - pos);
+      await this.write(ZERO_CHUNK.subarray(0, n), pos);
+      pos += n;
+    }
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.#checkWritable();
+    const native = nativeFileOps();
+    if (native && length > 0) native.punchHole(this.fd, offset, length);
+  }
+
+  async flush(): Promise<void> {
+    if (this.readOnly) return;
+    try {
+      await this.#handle().datasync();
+    } catch (err) {
+      throw fromSystemError(err, `Could not flush '${this.filename}'`);
+    }
+  }
+
+  async allocatedSize(): Promise<number> {
+    const st = await this.#handle().stat();
+    return st.blocks * 512;
+  }
+
+  async extent(
+    offset: number,
+    length: number,
+  ): Promise<{ hole: boolean; length: number } | undefined> {
+    const native = nativeFileOps();
+    if (!native) return undefined;
+    return native.extent(this.fd, offset, length);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const fh = this.#fh;
+    this.#fh = undefined;
+    await fh?.close();
+  }
+}
+
+async function blockDeviceSize(fh: FileHandle): Promise<number> {
+  // Binary search for the first offset where a 1-byte read returns nothing.
+  const one = new Uint8Array(1);
+  let lo = 0;
+  let hi = 1;
+  while ((await fh.read(one, 0, 1, hi - 1)).bytesRead === 1) {
+    lo = hi;
+    hi *= 2;
+    if (hi > Number.MAX_SAFE_INTEGER / 2) break;
+  }
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if ((await fh.read(one, 0, 1, mid - 1)).bytesRead === 1) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}

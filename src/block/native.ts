@@ -1,0 +1,28 @@
+// Loader for the optional native helper (native/fileops.c): lseek SEEK_DATA/SEEK_HOLE and
+// fallocate. Absent (no compiler at install, VMFORGE_NO_NATIVE=1): undefined, and callers fall
+// back to portable code.
+import { createRequire } from 'node:module';
+
+export interface NativeFileOps {
+  extent(fd: number, offset: number, length: number): { hole: boolean; length: number } | undefined;
+  punchHole(fd: number, offset: number, length: number): boolean;
+  zeroRange(fd: number, offset: number, length: number): boolean;
+  allocate(fd: number, offset: number, length: number): boolean;
+}
+
+let loaded: NativeFileOps | null | undefined;
+
+export function nativeFileOps(): NativeFileOps | undefined {
+  if (loaded === undefined) {
+    loaded = null;
+    if (process.env['VMFORGE_NO_NATIVE'] !== '1') {
+      try {
+        const require = createRequire(import.meta.url);
+        loaded = require('../../build/Release/vmforge_native.node') as NativeFileOps;
+      } catch {
+        loaded = null;
+      }
+    }
+  }
+  return loaded ?? undefined;
+}
