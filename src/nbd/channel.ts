@@ -1,0 +1,287 @@
+// Channel: exact-length async reads and back-pressured writes over one stream socket (net.Socket
+// or tls.TLSSocket). Both the server connection and the client sit on a Channel, so framing,
+// EOF handling and flow control are written once.
+//
+// Flow control: inbound bytes are buffered in a FrameReader; when nobody is waiting and more
+// than `highWaterMark` bytes are buffered, the socket is paused, which stops the kernel reading
+// and pushes back on the peer (TCP/unix socket back-pressure). Outbound, `congested` says the
+// socket's user-space queue is over its limit; callers stop producing until `waitWritable()`.
+
+import type { Duplex } from 'node:stream';
+import { ProtocolError, VmforgeError } from '../core/index.js';
+import { FrameReader } from './frame-reader.js';
+
+/** The peer closed the connection (cleanly or not) while we were waiting for bytes. */
+export class ConnectionClosedError extends VmforgeError {
+  override name = 'ConnectionClosedError';
+  /** How many bytes of the frame being read had arrived (0 = closed between frames). */
+  readonly partial: number;
+  constructor(message: string, partial: number, cause?: unknown) {
+    super('environment', 'VMF_NBD_CLOSED', message, cause === undefined ? {} : { cause });
+    this.partial = partial;
+  }
+}
+
+export interface ChannelOptions {
+  /** Pause the socket when this many unread bytes are buffered. Default 4 MiB. */
+  highWaterMark?: number;
+  /** `congested` becomes true above this many queued outbound bytes. Default 8 MiB. */
+  writeHighWaterMark?: number;
+}
+
+interface Waiter {
+  n: number;
+  resolve: (buf: Uint8Array) => void;
+  reject: (err: unknown) => void;
+}
+
+export class Channel {
+  #socket: Duplex;
+  readonly #frames = new FrameReader();
+  readonly #highWater: number;
+  readonly #writeHighWater: number;
+  #waiter: Waiter | undefined;
+  #skipping: { left: number; resolve: () => void; reject: (e: unknown) => void } | undefined;
+  #ended = false;
+  #error: unknown;
+  #paused = false;
+  #drainWaiters: (() => void)[] = [];
+  #closeWaiters: (() => void)[] = [];
+  #closed = false;
+  #detach: () => void = () => undefined;
+
+  constructor(socket: Duplex, options: ChannelOptions = {}) {
+    this.#highWater = options.highWaterMark ?? 4 * 1024 * 1024;
+    this.#writeHighWater = options.writeHighWaterMark ?? 8 * 1024 * 1024;
+    this.#socket = socket;
+    this.#attach(socket);
+  }
+
+  get socket(): Duplex {
+    return this.#socket;
+  }
+
+  /** Bytes received and not yet read. */
+  get buffered(): number {
+    return this.#frames.length;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #attach(socket: Duplex): void {
+    const onData = (chunk: Buffer) => this.#onData(chunk);
+    const onEnd = () => {
+      this.#ended = true;
+      this.#wake();
+    };
+    const onError = (err: Error) => {
+      this.#error ??= err;
+      this.#wake();
+    };
+    const onClose = () => {
+      this.#ended = true;
+      this.#closed = true;
+      this.#wake();
+      for (const w of this.#drainWaiters.splice(0)) w();
+      for (const w of this.#closeWaiters.splice(0)) w();
+    };
+    const onDrain = () => {
+      for (const w of this.#drainWaiters.splice(0)) w();
+    };
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.on('drain', onDrain);
+    this.#detach = () => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      socket.off('drain', onDrain);
+    };
+  }
+
+  #onData(chunk: Uint8Array): void {
+    if (this.#skipping) {
+      const s = this.#skipping;
+      const take = Math.min(s.left, chunk.length);
+      s.left -= take;
+      if (take < chunk.length) this.#frames.push(chunk.subarray(take));
+      if (s.left === 0) {
+        this.#skipping = undefined;
+        s.resolve();
+      }
+      this.#maybePause();
+      return;
+    }
+    this.#frames.push(chunk);
+    const w = this.#waiter;
+    if (w && this.#frames.length >= w.n) {
+      this.#waiter = undefined;
+      w.resolve(this.#frames.consume(w.n));
+    }
+    this.#maybePause();
+  }
+
+  #maybePause(): void {
+    if (
+      !this.#paused &&
+      !this.#waiter &&
+      !this.#skipping &&
+      this.#frames.length >= this.#highWater
+    ) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  #resume(): void {
+    if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
+  #wake(): void {
+    const err = this.#failure();
+    if (!err) return;
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = undefined;
+      w.reject(err(this.#frames.length));
+    }
+    const s = this.#skipping;
+    if (s) {
+      this.#skipping = undefined;
+      s.reject(err(0));
+    }
+  }
+
+  /** If the stream can deliver no more bytes, a factory for the error to report. */
+  #failure(): ((partial: number) => Error) | undefined {
+    if (this.#error !== undefined) {
+      const cause = this.#error;
+      const msg = cause instanceof Error ? cause.message : String(cause);
+      return (partial) => new ConnectionClosedError(`connection error: ${msg}`, partial, cause);
+    }
+    if (this.#ended) {
+      return (partial) =>
+        new ConnectionClosedError(
+          partial > 0 ? 'Unexpected end-of-file before all bytes were read' : 'end of file',
+          partial,
+        );
+    }
+    return undefined;
+  }
+
+  /** Bytes now if `n` are buffered, else undefined (the fast path: no promise). */
+  tryRead(n: number): Uint8Array | undefined {
+    if (this.#frames.length >= n) {
+      const out = this.#frames.consume(n);
+      if (this.#frames.length < this.#highWater) this.#resume();
+      return out;
+    }
+    return undefined;
+  }
+
+  /** Exactly `n` bytes; rejects with ConnectionClosedError if the stream ends first. */
+  read(n: number): Promise<Uint8Array> {
+    const now = this.tryRead(n);
+    if (now) return Promise.resolve(now);
+    if (this.#waiter || this.#skipping) {
+      return Promise.reject(new ProtocolError('Channel: concurrent reads'));
+    }
+    const fail = this.#failure();
+    if (fail) return Promise.reject(fail(this.#frames.length));
+    return new Promise((resolve, reject) => {
+      this.#waiter = { n, resolve, reject };
+      this.#resume();
+    });
+  }
+
+  /** Read and discard exactly `n` bytes without buffering them. */
+  skip(n: number): Promise<void> {
+    const dropped = this.#frames.skip(n);
+    if (dropped === n) return Promise.resolve();
+    const fail = this.#failure();
+    if (fail) return Promise.reject(fail(dropped));
+    return new Promise((resolve, reject) => {
+      this.#skipping = { left: n - dropped, resolve, reject };
+      this.#resume();
+    });
+  }
+
+  /** Queue bytes for sending. Never blocks; check `congested` to apply back-pressure. */
+  write(buf: Uint8Array): void {
+    if (this.#closed || this.#socket.destroyed) return;
+    this.#socket.write(buf);
+  }
+
+  /** Queue several buffers as one burst (corked: one syscall where the platform allows). */
+  writev(bufs: readonly Uint8Array[]): void {
+    if (this.#closed || this.#socket.destroyed) return;
+    if (bufs.length === 1) {
+      this.#socket.write(bufs[0]!);
+      return;
+    }
+    this.#socket.cork();
+    for (const b of bufs) this.#socket.write(b);
+    this.#socket.uncork();
+  }
+
+  get congested(): boolean {
+    return this.#socket.writableLength > this.#writeHighWater;
+  }
+
+  /** Resolve once queued outbound bytes fall below the limit (or the socket closed). */
+  waitWritable(): Promise<void> {
+    if (!this.congested || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Resolve once everything queued has been handed to the kernel. */
+  flushed(): Promise<void> {
+    if (this.#socket.writableLength === 0 || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Resolve when the socket has closed. */
+  whenClosed(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#closeWaiters.push(resolve));
+  }
+
+  /**
+   * Stop listening to the current socket and return it (STARTTLS hands it to TLS). Bytes already
+   * buffered would belong to the TLS handshake, which the peer cannot have started before our
+   * ACK; they are pushed back into the socket so TLS sees them.
+   */
+  release(): Duplex {
+    const leftover = this.#frames.drain();
+    this.#detach();
+    this.#detach = () => undefined;
+    if (leftover.length) this.#socket.unshift(leftover);
+    return this.#socket;
+  }
+
+  /** Continue on a new socket (the TLS socket wrapping the released one). */
+  adopt(next: Duplex): void {
+    this.#socket = next;
+    this.#ended = false;
+    this.#error = undefined;
+    this.#closed = false;
+    this.#attach(next);
+  }
+
+  /** Half-close after queued writes (graceful). */
+  end(): void {
+    if (!this.#socket.destroyed) this.#socket.end();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}

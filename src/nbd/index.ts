@@ -1,0 +1,14 @@
+// src/nbd: NBD server and client (NetworkBlockDevice/nbd doc/proto.md), qemu-nbd compatible.
+export {
+  NbdServer,
+  type NbdServerOptions,
+  type ListenAddress,
+  type BoundAddress,
+} from './server.js';
+export type { NbdExportOptions, NbdExport } from './export.js';
+export type { NbdLogger, NbdLogLevel, ConnectionEnd } from './connection.js';
+export type { ServerTls, HandshakeLimits } from './handshake.js';
+export { toNbdErrno, nbdErrnoToCode } from './errno.js';
+export { transmissionFlags, blockSizes } from './export-flags.js';
+export { validateRequest, type TransmissionState, type Verdict } from './transmission.js';
+export * from './protocol.js';
