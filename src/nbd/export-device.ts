@@ -1,0 +1,169 @@
+// ExportDevice: a BlockDevice decorator applying qemu-nbd's per-export block options to any
+// device: --cache (writethrough = FUA on every write, unsafe = flushes ignored), --discard
+// (ignore = TRIM does nothing and zeroing never deallocates), --detect-zeroes (all-zero writes
+// become zero writes, deallocating with unmap), --offset (export a window starting N bytes in),
+// and the guard QEMU puts on raw images whose format was probed (writes to block 0 that would
+// make the image look like another format are refused).
+
+import type {
+  BlockCapabilities,
+  BlockDevice,
+  BlockExtent,
+  BlockStatusOptions,
+  ReadOptions,
+  WriteOptions,
+  WriteZeroesOptions,
+} from '../block/device.js';
+import type { Storage } from '../block/storage.js';
+import { EnvironmentError, InvalidArgumentError, isZero } from '../core/index.js';
+
+export type CacheMode = 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe';
+export type DiscardMode = 'ignore' | 'unmap';
+export type DetectZeroesMode = 'off' | 'on' | 'unmap';
+
+export interface ExportDeviceOptions {
+  /** @default 'writeback' */
+  cache?: CacheMode;
+  /** @default 'ignore' (qemu-nbd's default) */
+  discard?: DiscardMode;
+  /** @default 'off' */
+  detectZeroes?: DetectZeroesMode;
+  /** Bytes to skip at the start of the device (qemu-nbd -o). @default 0 */
+  offset?: number;
+  /** The format was probed as raw: protect block 0 from turning into a format header. */
+  probedRaw?: boolean;
+}
+
+/** Magic numbers that would make a raw image probe as another format (block.c probing). */
+const FORMAT_MAGICS: readonly Uint8Array[] = [
+  new Uint8Array([0x51, 0x46, 0x49, 0xfb]), // qcow2 / qcow "QFI\xfb"
+  new TextEncoder().encode('conectix'), // vpc
+  new TextEncoder().encode('KDMV'), // vmdk
+  new TextEncoder().encode('# Disk DescriptorFile'), // vmdk descriptor
+];
+
+function looksLikeFormat(first: Uint8Array): boolean {
+  return FORMAT_MAGICS.some((m) => first.length >= m.length && m.every((b, i) => first[i] === b));
+}
+
+export function validateExportDeviceOptions(o: ExportDeviceOptions): void {
+  if (o.detectZeroes === 'unmap' && (o.discard ?? 'ignore') !== 'unmap') {
+    throw new InvalidArgumentError(
+      'setting detect-zeroes to unmap is not allowed without setting discard operation to unmap',
+    );
+  }
+  const off = o.offset ?? 0;
+  if (!Number.isSafeInteger(off) || off < 0)
+    throw new InvalidArgumentError(`Invalid offset '${off}'`);
+}
+
+export class ExportDevice implements BlockDevice {
+  readonly inner: BlockDevice;
+  readonly capabilities: BlockCapabilities;
+  readonly #cache: CacheMode;
+  readonly #unmap: boolean;
+  readonly #detect: DetectZeroesMode;
+  readonly #offset: number;
+  readonly #probedRaw: boolean;
+  readonly #size: number;
+
+  constructor(inner: BlockDevice, options: ExportDeviceOptions = {}) {
+    validateExportDeviceOptions(options);
+    this.inner = inner;
+    this.#cache = options.cache ?? 'writeback';
+    this.#unmap = (options.discard ?? 'ignore') === 'unmap';
+    this.#detect = options.detectZeroes ?? 'off';
+    this.#offset = options.offset ?? 0;
+    this.#probedRaw = options.probedRaw ?? false;
+    if (this.#offset > inner.size) {
+      throw new InvalidArgumentError(
+        `offset ${this.#offset} is beyond the end of '${inner.filename}' (${inner.size} bytes)`,
+      );
+    }
+    this.#size = inner.size - this.#offset;
+    this.capabilities = {
+      ...inner.capabilities,
+      discard: inner.capabilities.discard && this.#unmap,
+    };
+  }
+
+  get format() {
+    return this.inner.format;
+  }
+  get filename(): string {
+    return this.inner.filename;
+  }
+  get size(): number {
+    return this.#size;
+  }
+  get backing(): BlockDevice | undefined {
+    return this.inner.backing;
+  }
+  get storage(): Storage {
+    return this.inner.storage;
+  }
+
+  #fua(requested: boolean | undefined): boolean {
+    if (this.#cache === 'unsafe') return false;
+    return requested === true || this.#cache === 'writethrough' || this.#cache === 'directsync';
+  }
+
+  read(buf: Uint8Array, offset: number, options?: ReadOptions): Promise<void> {
+    return this.inner.read(buf, offset + this.#offset, options);
+  }
+
+  async write(buf: Uint8Array, offset: number, options: WriteOptions = {}): Promise<void> {
+    if (this.#probedRaw && offset + this.#offset === 0 && looksLikeFormat(buf)) {
+      // QEMU (block/raw-format.c raw_co_pwritev): "write operations on block 0 will be
+      // restricted" when the format was guessed.
+      throw new EnvironmentError(
+        `refusing to write a format header to block 0 of '${this.filename}': its format was probed as raw (specify -f raw)`,
+        { errno: 'EPERM' },
+      );
+    }
+    const fua = this.#fua(options.fua);
+    if (this.#detect !== 'off' && buf.length > 0 && isZero(buf)) {
+      return this.inner.writeZeroes(offset + this.#offset, buf.length, {
+        fua,
+        mayUnmap: this.#detect === 'unmap',
+      });
+    }
+    return this.inner.write(buf, offset + this.#offset, { ...options, fua });
+  }
+
+  writeZeroes(offset: number, length: number, options: WriteZeroesOptions = {}): Promise<void> {
+    return this.inner.writeZeroes(offset + this.#offset, length, {
+      ...options,
+      fua: this.#fua(options.fua),
+      // QEMU honours BDRV_REQ_MAY_UNMAP only with discard=unmap.
+      mayUnmap: (options.mayUnmap ?? false) && this.#unmap,
+    });
+  }
+
+  async discard(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
+    if (!this.#unmap) return; // --discard=ignore: a valid no-op (proto.md: TRIM is advisory)
+    await this.inner.discard(offset + this.#offset, length, {
+      ...options,
+      fua: this.#fua(options.fua),
+    });
+  }
+
+  async flush(): Promise<void> {
+    if (this.#cache === 'unsafe') return;
+    await this.inner.flush();
+  }
+
+  async blockStatus(
+    offset: number,
+    length: number,
+    options?: BlockStatusOptions,
+  ): Promise<BlockExtent[]> {
+    const extents = await this.inner.blockStatus(offset + this.#offset, length, options);
+    if (this.#offset === 0) return extents;
+    return extents.map((e) => ({ ...e, offset: e.offset - this.#offset }));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
