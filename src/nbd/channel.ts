@@ -242,10 +242,13 @@ export class Channel {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  /** Resolve once everything queued has been handed to the kernel. */
+  /** Resolve once everything queued has been handed to the kernel (or the socket is gone). */
   flushed(): Promise<void> {
-    if (this.#socket.writableLength === 0 || this.#closed) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    if (this.#socket.writableLength === 0 || this.#closed || this.#socket.destroyed) {
+      return Promise.resolve();
+    }
+    // An empty write's callback runs after every earlier write has been flushed.
+    return new Promise((resolve) => this.#socket.write(new Uint8Array(0), () => resolve()));
   }
 
   /** Resolve when the socket has closed. */

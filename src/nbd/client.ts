@@ -397,10 +397,11 @@ export class NbdClient {
     const [key, p] = this.#take(h.cookie, `a ${nameOfChunk(h.type)} chunk`);
     const bad = (why: string) =>
       new ProtocolError(`bad ${nameOfChunk(h.type)} chunk for ${nameOfCmd(p.command)}: ${why}`);
-    // Bound what we read before trusting it: data chunks carry at most the request, the rest
-    // are small.
-    const limit =
-      p.command === NBD_CMD_READ
+    // Bound what we read before trusting it: data chunks carry at most the request, error
+    // chunks a 4096-byte message, status chunks the extent cap; everything else is small.
+    const limit = isChunkError(h.type)
+      ? 6 + 4096 + 8
+      : p.command === NBD_CMD_READ
         ? p.length + 8
         : p.command === NBD_CMD_BLOCK_STATUS
           ? NBD_MAX_PAYLOAD
