@@ -12,6 +12,7 @@ import {
   NBD_CMD_DISC,
   NBD_CMD_READ,
   NBD_CMD_WRITE,
+  NBD_EINVAL,
   NBD_ESHUTDOWN,
   NBD_MAX_PAYLOAD,
   NBD_REQUEST_MAGIC,
@@ -39,6 +40,13 @@ export interface ConnectionConfig extends HandshakeConfig {
   /** Bytes of READ/WRITE data in flight per connection before we stop reading requests. */
   readonly maxInFlightBytes: number;
   readonly log: NbdLogger;
+  /**
+   * Error value for requests refused by validation: 'qemu' sends EINVAL for every refusal, as
+   * qemu-nbd does (nbd/server.c nbd_trip), so clients see exactly qemu-nbd's answers; 'spec'
+   * sends proto.md's preferred values (EPERM for writes to read-only exports, ENOSPC for writes
+   * past the end).
+   */
+  readonly rejectionErrors: 'qemu' | 'spec';
 }
 
 /**
@@ -193,7 +201,7 @@ export class NbdServerConnection implements ReplySink {
         } else if (req.length <= MAX_DRAIN) {
           await ch.skip(req.length);
         } else {
-          sendGenericReply(ctx, req.cookie, verdict.errno, verdict.reason);
+          sendGenericReply(ctx, req.cookie, this.#rejectErrno(verdict.errno), verdict.reason);
           throw new ProtocolError(
             `write of ${req.length} bytes exceeds the maximum of ${NBD_MAX_PAYLOAD}; not draining it`,
           );
@@ -205,7 +213,7 @@ export class NbdServerConnection implements ReplySink {
       }
       if (!verdict.ok) {
         this.#cfg.log('debug', `invalid request: ${nameOfCmd(req.type)}: ${verdict.reason}`);
-        sendGenericReply(ctx, req.cookie, verdict.errno, verdict.reason);
+        sendGenericReply(ctx, req.cookie, this.#rejectErrno(verdict.errno), verdict.reason);
         continue;
       }
       this.#inflight++;
@@ -222,6 +230,10 @@ export class NbdServerConnection implements ReplySink {
           if (this.#state === 'closed' && this.#inflight === 0) this.#settle();
         });
     }
+  }
+
+  #rejectErrno(errno: number): number {
+    return this.#cfg.rejectionErrors === 'qemu' ? NBD_EINVAL : errno;
   }
 
   /** close() or destroy() has been called (read through a method: the field changes under us). */

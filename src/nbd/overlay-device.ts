@@ -164,7 +164,43 @@ export class OverlayDevice implements BlockDevice {
     _options: WriteZeroesOptions = {},
   ): Promise<void> {
     assertRange('write zeroes', offset, length, this.size);
-    await this.#modify(offset, length, (at, n) => this.#top.writeZeroes(at, n, true));
+    const end = offset + length;
+    const jobs: Promise<void>[] = [];
+    for (let pos = offset; pos < end;) {
+      const c = Math.floor(pos / CLUSTER);
+      const cStart = c * CLUSTER;
+      const cEnd = Math.min(cStart + CLUSTER, this.size);
+      const n = Math.min(end, cEnd) - pos;
+      const at = pos;
+      jobs.push(
+        this.#withCluster(c, async () => {
+          // Like a qcow2 overlay: if the rest of the cluster already reads as zeros, the whole
+          // cluster becomes a zero cluster instead of being copied up.
+          const whole =
+            (at === cStart && n === cEnd - cStart) ||
+            ((await this.#readsZero(cStart, at)) && (await this.#readsZero(at + n, cEnd)));
+          if (whole) {
+            await this.#top.writeZeroes(cStart, cEnd - cStart, true);
+          } else {
+            if (!this.#isOwned(c)) await this.#copyUp(c);
+            await this.#top.writeZeroes(at, n, true);
+          }
+          this.#own(c);
+        }),
+      );
+      pos += n;
+    }
+    await Promise.all(jobs);
+  }
+
+  /** [from, to) is known to read as zeros (status only, no data read: qcow2's is_zero_fast). */
+  async #readsZero(from: number, to: number): Promise<boolean> {
+    for (let pos = from; pos < to;) {
+      const [e] = await this.blockStatus(pos, to - pos, { maxExtents: 1 });
+      if (!e || !e.zero) return false;
+      pos = e.offset + e.length;
+    }
+    return true;
   }
 
   /** Discarded clusters read as zeros (a qcow2 overlay's zero clusters); partial ones are kept. */

@@ -41,6 +41,12 @@ export interface NbdServerOptions {
   maxInFlight?: number;
   /** READ/WRITE bytes in flight per connection. @default 64 MiB */
   maxInFlightBytes?: number;
+  /**
+   * Error value for requests refused by validation: 'qemu' answers EINVAL to all of them exactly
+   * as qemu-nbd does; 'spec' uses proto.md's preferred EPERM (read-only) and ENOSPC (write past
+   * the end). @default 'qemu'
+   */
+  rejectionErrors?: 'qemu' | 'spec';
   /** Require TLS (FORCEDTLS) with these credentials. */
   tls?: ServerTls;
   limits?: Partial<HandshakeLimits>;
@@ -93,6 +99,7 @@ export class NbdServer {
       maxInFlight: positiveInt('maxInFlight', options.maxInFlight, 16, 1),
       maxInFlightBytes: positiveInt('maxInFlightBytes', options.maxInFlightBytes, 64 << 20, 1),
       log: this.#log,
+      rejectionErrors: options.rejectionErrors ?? 'qemu',
     };
   }
 

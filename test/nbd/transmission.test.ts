@@ -70,7 +70,10 @@ for (const chunking of ['whole', 'bytes'] as Chunking[]) {
     });
 
     it('drains the payload of a rejected write and stays in sync', async () => {
-      const t = testServer({ exports: [{ device: await memoryDevice(4096) }] });
+      const t = testServer({
+        exports: [{ device: await memoryDevice(4096) }],
+        rejectionErrors: 'spec',
+      });
       cleanups.push(() => t.server.destroy());
       const p = t.connect(chunking);
       await go(p, false);
@@ -207,12 +210,16 @@ describe('transmission replies', () => {
 });
 
 describe('vmforge client against vmforge server (unix socket)', () => {
-  async function serve(device: BlockDevice, opts: { readOnly?: boolean } = {}) {
+  async function serve(
+    device: BlockDevice,
+    opts: { readOnly?: boolean; rejectionErrors?: 'qemu' | 'spec' } = {},
+  ) {
     const dir = await tempDir();
     const socket = join(dir, 's');
     const server = new NbdServer({
       exports: [{ device, ...(opts.readOnly ? { readOnly: true } : {}) }],
       maxConnections: 0,
+      ...(opts.rejectionErrors ? { rejectionErrors: opts.rejectionErrors } : {}),
     });
     await server.listen({ kind: 'unix', path: socket });
     cleanups.push(() => server.destroy());
@@ -257,8 +264,18 @@ describe('vmforge client against vmforge server (unix socket)', () => {
     }
   });
 
-  it('errors carry the NBD error: EINVAL past EOF, EPERM on a read-only export', async () => {
+  it('refusals are EINVAL as in qemu-nbd by default', async () => {
     const socket = await serve(await memoryDevice(4096), { readOnly: true });
+    const client = await NbdClient.connect({ socket });
+    cleanups.push(() => client.close());
+    await expect(client.write(new Uint8Array(1), 0)).rejects.toMatchObject({ nbdErrno: 22 });
+  });
+
+  it('errors carry the NBD error: EINVAL past EOF, EPERM on a read-only export (spec)', async () => {
+    const socket = await serve(await memoryDevice(4096), {
+      readOnly: true,
+      rejectionErrors: 'spec',
+    });
     const client = await NbdClient.connect({ socket });
     cleanups.push(() => client.close());
     await expect(client.readInto(new Uint8Array(10), 4090)).rejects.toMatchObject({
