@@ -1,7 +1,7 @@
 // `vmforge nbd` / `vmforge-nbd`: the qemu-nbd compatible daemon and export lister. Registers
 // itself as a subprogram of `vmforge` (src/cli/subprograms.ts imports this file).
 
-import { isVmforgeError } from '../../core/index.js';
+import { InvalidArgumentError, isVmforgeError } from '../../core/index.js';
 import { listNbdExports } from '../../nbd/client.js';
 import type { CliIO } from '../io.js';
 import { addSubprogram, packageVersion } from '../main.js';
@@ -25,11 +25,16 @@ async function list(config: NbdCliConfig, io: CliIO): Promise<number> {
   const creds =
     config.tlsCreds === undefined ? undefined : findTlsCreds(objects, config.tlsCreds, 'client');
   const host = config.bind ?? '127.0.0.1';
-  const address =
-    config.socket !== undefined ? { socket: config.socket } : { host, port: config.port ?? 10809 };
+  const unix = config.socket !== undefined;
+  const address = unix ? { socket: config.socket! } : { host, port: config.port ?? 10809 };
+  // qemu-nbd checks x509 certificates against --tls-hostname, or the TCP host.
+  const hostname = config.tlsHostname ?? (unix ? undefined : host);
+  if (creds?.kind === 'x509' && hostname === undefined) {
+    throw new InvalidArgumentError('No hostname for certificate validation');
+  }
   const result = await listNbdExports({
     ...address,
-    tls: creds ? { creds, hostname: config.tlsHostname ?? host } : undefined,
+    tls: creds ? { creds, hostname } : undefined,
   });
   io.stdout.write(formatExportList(result.exports));
   return 0;
