@@ -5,7 +5,7 @@ import { InvalidArgumentError, isVmforgeError } from '../../core/index.js';
 import { listNbdExports } from '../../nbd/client.js';
 import type { CliIO } from '../io.js';
 import { addSubprogram, packageVersion } from '../main.js';
-import { forkDaemon } from './daemon.js';
+import { childStartupStderr, forkDaemon } from './daemon.js';
 import { formatExportList } from './list.js';
 import { createObject, findTlsCreds } from './objects.js';
 import {
@@ -41,7 +41,10 @@ async function list(config: NbdCliConfig, io: CliIO): Promise<number> {
 }
 
 /** Run vmforge-nbd with `argv` (the words after "nbd"). Returns the exit code. */
-export async function runNbd(rawArgv: string[], io: CliIO): Promise<number> {
+export async function runNbd(rawArgv: string[], parentIO: CliIO): Promise<number> {
+  // A --fork child reports startup problems through a pipe to the parent (daemon.ts).
+  const startup = childStartupStderr(parentIO.env);
+  const io: CliIO = startup ? { ...parentIO, stderr: startup.stderr } : parentIO;
   const debug = rawArgv.includes('--debug') || io.env['VMFORGE_DEBUG'] === '1';
   const argv = rawArgv.filter((a) => a !== '--debug');
   try {
@@ -62,7 +65,7 @@ export async function runNbd(rawArgv: string[], io: CliIO): Promise<number> {
         io,
       );
     }
-    return await serve(config, io);
+    return await serve(config, io, startup ? { startup } : {});
   } catch (err) {
     if (err instanceof CommanderError) {
       io.stderr.write(

@@ -9,13 +9,7 @@ import type { NbdLogLevel } from '../../nbd/connection.js';
 import { serverTls } from '../../nbd/tls.js';
 import { NBD_DEFAULT_PORT } from '../../nbd/protocol.js';
 import type { CliIO } from '../io.js';
-import {
-  LISTEN_FDS_START,
-  childStartupStderr,
-  removePidFile,
-  socketActivationFds,
-  writePidFile,
-} from './daemon.js';
+import { LISTEN_FDS_START, removePidFile, socketActivationFds, writePidFile } from './daemon.js';
 import { createObject, findTlsCreds } from './objects.js';
 import { openExportImage } from './open-image.js';
 import type { NbdCliConfig } from './options.js';
@@ -36,8 +30,10 @@ function checkActivationConflicts(config: NbdCliConfig): void {
 }
 
 export interface ServeHooks {
-  /** Resolves when the process is asked to stop (signals); tests pass their own. */
+  /** Resolves when the process is asked to stop (besides signals); for in-process use. */
   stopSignal?: Promise<string>;
+  /** In a --fork child: the startup pipe to close once serving. */
+  startup?: { ready: () => void };
 }
 
 export async function serve(
@@ -45,8 +41,8 @@ export async function serve(
   io: CliIO,
   hooks: ServeHooks = {},
 ): Promise<number> {
-  const startup = childStartupStderr(io.env);
-  let stderr = startup?.stderr ?? io.stderr;
+  const startup = hooks.startup;
+  let stderr = io.stderr;
   const print = (text: string) => stderr.write(text);
   const log = (level: NbdLogLevel, message: string) => {
     if ((level === 'info' || level === 'debug') && !config.verbose) return;
@@ -156,7 +152,7 @@ export async function serve(
     if (server) await server.destroy();
     await closeDevices();
     if (pidWritten && config.pidFile !== undefined) await removePidFile(config.pidFile);
-    startup?.ready();
+    // On failure the startup pipe stays open for the error message; exiting closes it.
   }
 }
 
