@@ -29,8 +29,12 @@ export interface ChannelOptions {
   writeHighWaterMark?: number;
 }
 
+/** Writes smaller than this are batched within a tick. */
+const CORK_BELOW = 4096;
+
 interface Waiter {
   n: number;
+  alloc: ((size: number) => Uint8Array) | undefined;
   resolve: (buf: Uint8Array) => void;
   reject: (err: unknown) => void;
 }
@@ -48,6 +52,7 @@ export class Channel {
   #drainWaiters: (() => void)[] = [];
   #closeWaiters: (() => void)[] = [];
   #closed = false;
+  #corked = false;
   #detach: () => void = () => undefined;
 
   constructor(socket: Duplex, options: ChannelOptions = {}) {
@@ -121,7 +126,7 @@ export class Channel {
     const w = this.#waiter;
     if (w && this.#frames.length >= w.n) {
       this.#waiter = undefined;
-      w.resolve(this.#frames.consume(w.n));
+      w.resolve(this.#frames.consume(w.n, w.alloc));
     }
     this.#maybePause();
   }
@@ -177,10 +182,13 @@ export class Channel {
     return undefined;
   }
 
-  /** Bytes now if `n` are buffered, else undefined (the fast path: no promise). */
-  tryRead(n: number): Uint8Array | undefined {
+  /**
+   * Bytes now if `n` are buffered, else undefined (the fast path: no promise). `alloc` provides
+   * the buffer if the bytes must be copied out of several chunks.
+   */
+  tryRead(n: number, alloc?: (size: number) => Uint8Array): Uint8Array | undefined {
     if (this.#frames.length >= n) {
-      const out = this.#frames.consume(n);
+      const out = this.#frames.consume(n, alloc);
       if (this.#frames.length < this.#highWater) this.#resume();
       return out;
     }
@@ -188,8 +196,8 @@ export class Channel {
   }
 
   /** Exactly `n` bytes; rejects with ConnectionClosedError if the stream ends first. */
-  read(n: number): Promise<Uint8Array> {
-    const now = this.tryRead(n);
+  read(n: number, alloc?: (size: number) => Uint8Array): Promise<Uint8Array> {
+    const now = this.tryRead(n, alloc);
     if (now) return Promise.resolve(now);
     if (this.#waiter || this.#skipping) {
       return Promise.reject(new ProtocolError('Channel: concurrent reads'));
@@ -197,7 +205,7 @@ export class Channel {
     const fail = this.#failure();
     if (fail) return Promise.reject(fail(this.#frames.length));
     return new Promise((resolve, reject) => {
-      this.#waiter = { n, resolve, reject };
+      this.#waiter = { n, resolve, reject, alloc };
       this.#resume();
     });
   }
@@ -215,9 +223,21 @@ export class Channel {
   }
 
   /** Queue bytes for sending. Never blocks; check `congested` to apply back-pressure. */
-  write(buf: Uint8Array): void {
+  write(buf: Uint8Array, sent?: () => void): void {
     if (this.#closed || this.#socket.destroyed) return;
-    this.#socket.write(buf);
+    // Small messages written in the same tick (replies completing together) leave in one
+    // writev instead of one syscall each.
+    if (buf.length < CORK_BELOW && !this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        if (!this.#corked) return;
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
+    if (sent) this.#socket.write(buf, (err) => !err && sent());
+    else this.#socket.write(buf);
   }
 
   /** Queue several buffers as one burst (corked: one syscall where the platform allows). */
@@ -285,6 +305,11 @@ export class Channel {
   }
 
   destroy(): void {
+    // Corked replies (an error reply sent just before hanging up) still get their chance.
+    if (this.#corked) {
+      this.#corked = false;
+      this.#socket.uncork();
+    }
     this.#socket.destroy();
   }
 }

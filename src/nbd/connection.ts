@@ -5,6 +5,7 @@
 
 import type { Duplex } from 'node:stream';
 import { ProtocolError } from '../core/index.js';
+import type { BufferPool } from './buffer-pool.js';
 import { Channel, ConnectionClosedError } from './channel.js';
 import { HandshakeError, negotiate, type HandshakeConfig, type Negotiated } from './handshake.js';
 import { selectedContexts } from './meta-context.js';
@@ -47,6 +48,8 @@ export interface ConnectionConfig extends HandshakeConfig {
    * past the end).
    */
   readonly rejectionErrors: 'qemu' | 'spec';
+  /** Shared by all connections of a server. */
+  readonly pool: BufferPool;
 }
 
 /**
@@ -76,6 +79,8 @@ export class NbdServerConnection implements ReplySink {
   readonly #done: Promise<ConnectionEnd>;
   #resolveDone!: (end: ConnectionEnd) => void;
   #started = false;
+  readonly #take = (size: number) => this.#cfg.pool.take(size);
+  #drainArmed = false;
 
   constructor(socket: Duplex, config: ConnectionConfig, id: number) {
     this.id = id;
@@ -169,10 +174,18 @@ export class NbdServerConnection implements ReplySink {
       metaContexts: n.meta ? selectedContexts(n.meta).length : 0,
       maxPayload: NBD_MAX_PAYLOAD,
     };
-    const ctx: RequestContext = { device, structured: n.structured, meta: n.meta, sink: this };
+    const ctx: RequestContext = {
+      device,
+      structured: n.structured,
+      meta: n.meta,
+      sink: this,
+      pool: this.#cfg.pool,
+    };
     const ch = this.#ch;
     for (;;) {
-      if (this.#inflight >= this.#cfg.maxInFlight || ch.congested) await this.#waitSlot();
+      while ((this.#inflight >= this.#cfg.maxInFlight || ch.congested) && !this.#stopping()) {
+        await this.#waitSlot();
+      }
       if (this.#state === 'closed') return;
       const header = ch.tryRead(NBD_REQUEST_SIZE) ?? (await this.#readHeader());
       if (!header) return;
@@ -189,6 +202,7 @@ export class NbdServerConnection implements ReplySink {
       const cost = req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE ? req.length : 0;
       while (
         verdict.ok &&
+        !this.#stopping() &&
         this.#inflight > 0 &&
         this.#inflightBytes + cost > this.#cfg.maxInFlightBytes
       ) {
@@ -197,7 +211,7 @@ export class NbdServerConnection implements ReplySink {
       let payload: Uint8Array | undefined;
       if (req.type === NBD_CMD_WRITE) {
         if (verdict.ok) {
-          payload = ch.tryRead(req.length) ?? (await ch.read(req.length));
+          payload = ch.tryRead(req.length, this.#take) ?? (await ch.read(req.length, this.#take));
         } else if (req.length <= MAX_DRAIN) {
           await ch.skip(req.length);
         } else {
@@ -224,6 +238,7 @@ export class NbdServerConnection implements ReplySink {
           this.destroy();
         })
         .finally(() => {
+          if (payload) this.#cfg.pool.give(payload);
           this.#inflight--;
           this.#inflightBytes -= cost;
           this.#wakeSlot();
@@ -251,25 +266,43 @@ export class NbdServerConnection implements ReplySink {
     }
   }
 
+  /**
+   * Wait until the loop may read another request: below the in-flight limit and the outbound
+   * queue drained below its limit. Woken by request completions and by 'drain'; callers re-check
+   * their condition in a loop.
+   */
   #waitSlot(): Promise<void> {
+    if (this.#state === 'closed') return Promise.resolve();
     return new Promise((resolve) => {
       this.#slotWaiters.push(resolve);
-      if (this.#ch.congested) {
-        void this.#ch.waitWritable().then(() => this.#wakeSlot());
-      }
+      if (this.#ch.congested) this.#armDrain();
+    });
+  }
+
+  #armDrain(): void {
+    if (this.#drainArmed) return;
+    this.#drainArmed = true;
+    void this.#ch.waitWritable().then(() => {
+      this.#drainArmed = false;
+      this.#wakeSlot();
     });
   }
 
   #wakeSlot(): void {
     if (this.#state === 'closing' && this.#inflight === 0) this.#endGracefully();
-    if (this.#ch.congested && this.#state !== 'closed') return;
+    if (this.#slotWaiters.length === 0) return;
+    if (this.#ch.congested && this.#state !== 'closed') {
+      // Replies are piling up: wake the loop when the socket drains, not before.
+      this.#armDrain();
+      return;
+    }
     for (const w of this.#slotWaiters.splice(0)) w();
   }
 
   // --- ReplySink --------------------------------------------------------------------------
 
-  send(buf: Uint8Array): void {
-    this.#ch.write(buf);
+  send(buf: Uint8Array, sent?: () => void): void {
+    this.#ch.write(buf, sent);
   }
 
   sendv(bufs: readonly Uint8Array[]): void {

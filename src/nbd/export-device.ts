@@ -66,6 +66,9 @@ export class ExportDevice implements BlockDevice {
   readonly #offset: number;
   readonly #probedRaw: boolean;
   readonly #size: number;
+  #statusCache: BlockExtent | undefined;
+  #generation = 0;
+  #modifying = 0;
 
   constructor(inner: BlockDevice, options: ExportDeviceOptions = {}) {
     validateExportDeviceOptions(options);
@@ -123,29 +126,35 @@ export class ExportDevice implements BlockDevice {
     }
     const fua = this.#fua(options.fua);
     if (this.#detect !== 'off' && buf.length > 0 && isZero(buf)) {
-      return this.inner.writeZeroes(offset + this.#offset, buf.length, {
-        fua,
-        mayUnmap: this.#detect === 'unmap',
-      });
+      return this.#modify(() =>
+        this.inner.writeZeroes(offset + this.#offset, buf.length, {
+          fua,
+          mayUnmap: this.#detect === 'unmap',
+        }),
+      );
     }
-    return this.inner.write(buf, offset + this.#offset, { ...options, fua });
+    return this.#modify(() => this.inner.write(buf, offset + this.#offset, { ...options, fua }));
   }
 
   writeZeroes(offset: number, length: number, options: WriteZeroesOptions = {}): Promise<void> {
-    return this.inner.writeZeroes(offset + this.#offset, length, {
-      ...options,
-      fua: this.#fua(options.fua),
-      // QEMU honours BDRV_REQ_MAY_UNMAP only with discard=unmap.
-      mayUnmap: (options.mayUnmap ?? false) && this.#unmap,
-    });
+    return this.#modify(() =>
+      this.inner.writeZeroes(offset + this.#offset, length, {
+        ...options,
+        fua: this.#fua(options.fua),
+        // QEMU honours BDRV_REQ_MAY_UNMAP only with discard=unmap.
+        mayUnmap: (options.mayUnmap ?? false) && this.#unmap,
+      }),
+    );
   }
 
   async discard(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
     if (!this.#unmap) return; // --discard=ignore: a valid no-op (proto.md: TRIM is advisory)
-    await this.inner.discard(offset + this.#offset, length, {
-      ...options,
-      fua: this.#fua(options.fua),
-    });
+    await this.#modify(() =>
+      this.inner.discard(offset + this.#offset, length, {
+        ...options,
+        fua: this.#fua(options.fua),
+      }),
+    );
   }
 
   async flush(): Promise<void> {
@@ -158,9 +167,43 @@ export class ExportDevice implements BlockDevice {
     length: number,
     options?: BlockStatusOptions,
   ): Promise<BlockExtent[]> {
-    const extents = await this.inner.blockStatus(offset + this.#offset, length, options);
-    if (this.#offset === 0) return extents;
-    return extents.map((e) => ({ ...e, offset: e.offset - this.#offset }));
+    // Every structured READ asks for status first (to send holes as holes); sequential reads
+    // of one big data extent would otherwise repeat the same lseek()s or L2 lookups each time.
+    const c = this.#statusCache;
+    if (c && offset >= c.offset && offset < c.offset + c.length) {
+      const n = Math.min(c.offset + c.length, offset + length) - offset;
+      return [
+        {
+          ...c,
+          offset,
+          length: n,
+          ...(c.hostOffset !== undefined ? { hostOffset: c.hostOffset + (offset - c.offset) } : {}),
+        },
+      ];
+    }
+    const generation = this.#generation;
+    const inner = await this.inner.blockStatus(offset + this.#offset, length, options);
+    const extents =
+      this.#offset === 0 ? inner : inner.map((e) => ({ ...e, offset: e.offset - this.#offset }));
+    // Only remember an answer no modification could have overtaken.
+    if (generation === this.#generation && this.#modifying === 0 && extents[0]) {
+      this.#statusCache = extents[0];
+    }
+    return extents;
+  }
+
+  /** Any change to the device makes the cached status stale. */
+  async #modify<T>(op: () => Promise<T>): Promise<T> {
+    this.#statusCache = undefined;
+    this.#generation++;
+    this.#modifying++;
+    try {
+      return await op();
+    } finally {
+      this.#modifying--;
+      this.#generation++;
+      this.#statusCache = undefined;
+    }
   }
 
   close(): Promise<void> {

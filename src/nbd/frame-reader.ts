@@ -19,8 +19,14 @@ export class FrameReader {
     this.#length += chunk.length;
   }
 
-  /** Take exactly `n` bytes (n <= length). */
-  consume(n: number): Uint8Array {
+  /**
+   * Take exactly `n` bytes (n <= length). `alloc` provides the buffer when the bytes span
+   * chunks and must be copied (a buffer pool, for large payloads).
+   */
+  consume(
+    n: number,
+    alloc: (size: number) => Uint8Array = (size) => Buffer.allocUnsafe(size),
+  ): Uint8Array {
     if (n > this.#length || n < 0) {
       throw new RangeError(`FrameReader.consume(${n}) with ${this.#length} bytes buffered`);
     }
@@ -32,7 +38,7 @@ export class FrameReader {
       this.#advance(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = alloc(n);
     let filled = 0;
     while (filled < n) {
       const c = this.#chunks[0]!;

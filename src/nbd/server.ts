@@ -13,6 +13,7 @@ import {
   systemErrorCode,
 } from '../core/index.js';
 import { NbdServerConnection, type ConnectionEnd, type NbdLogger } from './connection.js';
+import { BufferPool } from './buffer-pool.js';
 import { exportTable, type NbdExport, type NbdExportOptions } from './export.js';
 import { DEFAULT_HANDSHAKE_LIMITS, type HandshakeLimits, type ServerTls } from './handshake.js';
 
@@ -100,6 +101,7 @@ export class NbdServer {
       maxInFlightBytes: positiveInt('maxInFlightBytes', options.maxInFlightBytes, 64 << 20, 1),
       log: this.#log,
       rejectionErrors: options.rejectionErrors ?? 'qemu',
+      pool: new BufferPool(),
     };
   }
 

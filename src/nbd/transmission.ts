@@ -4,6 +4,7 @@
 // order follow qemu (nbd/server.c nbd_co_receive_request), so errors match qemu-nbd's.
 
 import type { BlockDevice, BlockExtent } from '../block/device.js';
+import type { BufferPool } from './buffer-pool.js';
 import { toNbdErrno } from './errno.js';
 import type { MetaSelection } from './meta-context.js';
 import {
@@ -113,7 +114,8 @@ export function validateRequest(req: NbdRequest, st: TransmissionState): Verdict
 
 /** Where replies go: each call writes one complete message (never interleaved with another). */
 export interface ReplySink {
-  send(buf: Uint8Array): void;
+  /** Queue `buf`; `sent` runs once the socket no longer needs its bytes. */
+  send(buf: Uint8Array, sent?: () => void): void;
   sendv(bufs: readonly Uint8Array[]): void;
 }
 
@@ -122,6 +124,8 @@ export interface RequestContext {
   readonly structured: boolean;
   readonly meta: MetaSelection | undefined;
   readonly sink: ReplySink;
+  /** Where READ reply buffers come from and go back to. */
+  readonly pool: BufferPool;
 }
 
 /** Success or error reply for a command without data (qemu nbd_send_generic_reply). */
@@ -204,6 +208,10 @@ export async function handleRequest(
   }
 }
 
+function take(ctx: RequestContext): (size: number) => Uint8Array {
+  return (size) => ctx.pool.take(size);
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -237,10 +245,11 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       sink.send(encodeChunkHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, cookie, 0));
       return;
     }
-    const chunk = allocDataChunk(NBD_REPLY_FLAG_DONE, cookie, offset, length);
+    const chunk = allocDataChunk(NBD_REPLY_FLAG_DONE, cookie, offset, length, take(ctx));
     try {
       await device.read(chunk.subarray(DATA_CHUNK_PREFIX), offset);
     } catch (err) {
+      ctx.pool.give(chunk);
       return sendGenericReply(
         ctx,
         cookie,
@@ -248,20 +257,21 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
         `reading from file failed: ${message(err)}`,
       );
     }
-    sink.send(chunk);
+    sink.send(chunk, () => ctx.pool.give(chunk));
     return;
   }
   // Simple reply: read everything first, so an error never follows a success header
   // (proto.md: an error after a zero-error simple header forces a hard disconnect).
-  const buf = Buffer.allocUnsafe(NBD_SIMPLE_REPLY_SIZE + length);
+  const buf = ctx.pool.take(NBD_SIMPLE_REPLY_SIZE + length);
   try {
     await device.read(buf.subarray(NBD_SIMPLE_REPLY_SIZE), offset);
   } catch (err) {
+    ctx.pool.give(buf);
     sink.send(encodeSimpleReply(toNbdErrno(err), cookie));
     return;
   }
   writeSimpleReply(buf, 0, 0, cookie);
-  sink.send(buf);
+  sink.send(buf, () => ctx.pool.give(buf));
 }
 
 /**
@@ -297,10 +307,11 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       if (e.zero) {
         sink.send(encodeHoleChunk(flags, cookie, start, n));
       } else {
-        const chunk = allocDataChunk(flags, cookie, start, n);
+        const chunk = allocDataChunk(flags, cookie, start, n, take(ctx));
         try {
           await device.read(chunk.subarray(DATA_CHUNK_PREFIX), start);
         } catch (err) {
+          ctx.pool.give(chunk);
           // Earlier chunks were not final, so an error chunk can still end the reply.
           return sendGenericReply(
             ctx,
@@ -309,7 +320,7 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
             `reading from file failed: ${message(err)}`,
           );
         }
-        sink.send(chunk);
+        sink.send(chunk, () => ctx.pool.give(chunk));
       }
       pos = start + n;
       if (final) return;

@@ -357,8 +357,9 @@ export function allocDataChunk(
   cookie: bigint,
   offset: number,
   length: number,
+  alloc: (size: number) => Uint8Array = (n) => Buffer.allocUnsafe(n),
 ): Uint8Array {
-  const buf = Buffer.allocUnsafe(DATA_CHUNK_PREFIX + length);
+  const buf = alloc(DATA_CHUNK_PREFIX + length);
   writeChunkHeader(buf, 0, flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + length);
   view(buf).setBigUint64(NBD_CHUNK_HEADER_SIZE, BigInt(offset));
   return buf;

@@ -271,6 +271,21 @@ describe('vmforge client against vmforge server (unix socket)', () => {
     await expect(client.write(new Uint8Array(1), 0)).rejects.toMatchObject({ nbdErrno: 22 });
   });
 
+  it('keeps going when replies pile up faster than the client reads them (no deadlock)', async () => {
+    // Regression: with the outbound queue over its limit and every slot busy, the loop must be
+    // woken by 'drain', not only by request completions.
+    const socket = await serve(await memoryDevice(8 << 20, pattern));
+    const client = await NbdClient.connect({ socket, maxInFlight: 256 });
+    cleanups.push(() => client.close());
+    const reads = Array.from({ length: 120 }, (_, i) => {
+      const buf = new Uint8Array(1 << 20);
+      return client
+        .readInto(buf, (i % 7) << 20)
+        .then(() => buf[5] === pattern(((i % 7) << 20) + 5));
+    });
+    expect((await Promise.all(reads)).every(Boolean)).toBe(true);
+  });
+
   it('errors carry the NBD error: EINVAL past EOF, EPERM on a read-only export (spec)', async () => {
     const socket = await serve(await memoryDevice(4096), {
       readOnly: true,
