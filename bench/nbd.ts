@@ -59,23 +59,28 @@ async function waitForSocket(path: string, proc: ChildProcess): Promise<void> {
   throw new Error(`${path} never accepted connections`);
 }
 
-async function withServer<T>(
-  kind: ServerKind,
-  dir: string,
-  file: string,
-  fn: (uri: string) => Promise<T>,
-): Promise<T> {
+interface Running {
+  uri: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startServer(kind: ServerKind, dir: string, file: string): Promise<Running> {
   const socket = join(dir, `${kind}.sock`);
   await rm(socket, { force: true });
   const [cmd, args] = command(kind, socket, file);
   const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore'] });
-  try {
-    await waitForSocket(socket, proc);
-    return await fn(`nbd+unix:///?socket=${socket}`);
-  } finally {
+  const stop = async () => {
     proc.kill('SIGTERM');
     await new Promise((r) => (proc.exitCode !== null ? r(undefined) : proc.once('exit', r)));
+  };
+  try {
+    await waitForSocket(socket, proc);
+  } catch (err) {
+    await stop();
+    throw err;
   }
+  return { uri: `nbd+unix:///?socket=${socket}`, pid: proc.pid!, stop };
 }
 
 function timeCommand(cmd: string, args: string[]): number {
@@ -84,6 +89,14 @@ function timeCommand(cmd: string, args: string[]): number {
   const ms = Number(process.hrtime.bigint() - t) / 1e6;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr.toString()}`);
   return ms;
+}
+
+/** CPU time (user + system, all threads) a process has used so far, in ms (Linux /proc). */
+function cpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat(5), i.e. 11 and 12 after the command name.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
 function median(xs: number[]): number {
@@ -108,7 +121,7 @@ interface FioResult {
   p99: number;
 }
 
-function fio(uri: string, depth: number, out: string): FioResult {
+function fio(uri: string, depth: number, out: string, seconds = FIO_SECONDS): FioResult {
   const r = spawnSync(
     'fio',
     [
@@ -119,7 +132,7 @@ function fio(uri: string, depth: number, out: string): FioResult {
       '--bs=4k',
       `--iodepth=${depth}`,
       `--size=${MB}M`,
-      `--runtime=${FIO_SECONDS}`,
+      `--runtime=${seconds}`,
       '--time_based',
       '--output-format=json',
       `--output=${out}`,
@@ -173,7 +186,9 @@ async function main(): Promise<void> {
     ];
     for (const [name, argv, writes] of cases) {
       const times: Record<ServerKind, number[]> = { 'vmforge-nbd': [], 'qemu-nbd': [], nbdkit: [] };
-      for (let round = 0; round <= RUNS; round++) {
+      const cpu: Record<ServerKind, number[]> = { 'vmforge-nbd': [], 'qemu-nbd': [], nbdkit: [] };
+      const running = new Map<ServerKind, Running>();
+      try {
         for (const kind of SERVERS) {
           const target = writes ? join(dir, `target-${kind}.raw`) : exportFile;
           if (writes) {
@@ -181,21 +196,38 @@ async function main(): Promise<void> {
             await fh.truncate(MB << 20);
             await fh.close();
           }
-          const ms = await withServer(kind, dir, target, async (uri) =>
-            timeCommand('nbdcopy', argv(uri)),
-          );
-          if (round > 0) times[kind].push(ms); // round 0 is the warm-up
+          running.set(kind, await startServer(kind, dir, target));
         }
+        // Round 0 warms up page cache, block allocation and vmforge's JIT; it is not counted.
+        for (let round = 0; round <= RUNS; round++) {
+          for (const kind of SERVERS) {
+            const { uri, pid } = running.get(kind)!;
+            const before = cpuMs(pid);
+            const ms = timeCommand('nbdcopy', argv(uri));
+            if (round > 0) {
+              times[kind].push(ms);
+              cpu[kind].push(cpuMs(pid) - before);
+            }
+          }
+        }
+      } finally {
+        for (const r of running.values()) await r.stop();
       }
       for (const kind of SERVERS) record(name, kind, median(times[kind]));
+      for (const kind of SERVERS) {
+        record(name.replace('(ms)', '(server CPU ms)'), kind, median(cpu[kind]));
+      }
     }
 
     for (const depth of [1, 16]) {
       for (const kind of SERVERS) {
-        const r = await withServer(kind, dir, exportFile, async (uri) =>
-          fio(uri, depth, join(dir, 'fio.json')),
-        );
-        record(`4k randread QD${depth}`, kind, r);
+        const server = await startServer(kind, dir, exportFile);
+        try {
+          fio(server.uri, depth, join(dir, 'fio.json'), 1); // warm-up
+          record(`4k randread QD${depth}`, kind, fio(server.uri, depth, join(dir, 'fio.json')));
+        } finally {
+          await server.stop();
+        }
       }
     }
 
@@ -209,7 +241,10 @@ async function main(): Promise<void> {
       const q = by['qemu-nbd'];
       const k = by['nbdkit'];
       if (typeof v === 'number' && typeof q === 'number' && typeof k === 'number') {
-        const mbps = (ms: number) => `${ms.toFixed(0)} (${((MB / ms) * 1000).toFixed(0)} MiB/s)`;
+        const mbps = (ms: number) =>
+          name.includes('CPU')
+            ? ms.toFixed(0)
+            : `${ms.toFixed(0)} (${((MB / ms) * 1000).toFixed(0)} MiB/s)`;
         lines.push(
           `| ${name} | ${mbps(v)} | ${mbps(q)} | ${mbps(k)} | ${ratio(v, q)} | ${ratio(v, k)} |`,
         );
