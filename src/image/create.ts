@@ -80,7 +80,8 @@ export async function createImage(
   let dataStorage: FileStorage | undefined;
   try {
     if (dataFile !== undefined) {
-      dataStorage = await FileStorage.open(resolveRelativeTo(filename, dataFile), {
+      // Like qemu-img, the data file name is used as given (relative to the working directory).
+      dataStorage = await FileStorage.open(dataFile, {
         create: true,
         truncate: true,
       });
