@@ -1,5 +1,6 @@
-// Which processes use files on a mount: open descriptors (/proc/PID/fd/*) and mappings
-// (/proc/PID/maps). QEMU's memory-backend-file creates its file in mem-path, unlinks it and keeps
+// Which processes use files on a mount: open descriptors (/proc/PID/fd/*), mappings
+// (/proc/PID/maps) and working or root directories (/proc/PID/cwd, /proc/PID/root), everything
+// that makes umount(2) fail with EBUSY. QEMU's memory-backend-file creates its file in mem-path, unlinks it and keeps
 // it mapped, so the paths show up with a " (deleted)" suffix; both are checked.
 
 import type { HugetlbHost } from './host.js';
@@ -53,8 +54,9 @@ export async function findMountUsers(
   for (const pid of pids) {
     const found = new Set<string>();
     const fds = await tryRead(() => host.readDir(`/proc/${pid}/fd`), [] as string[]);
-    for (const fd of fds) {
-      const target = await tryRead(() => host.readLink(`/proc/${pid}/fd/${fd}`), '');
+    const links = [...fds.map((fd) => `fd/${fd}`), 'cwd', 'root'];
+    for (const link of links) {
+      const target = await tryRead(() => host.readLink(`/proc/${pid}/${link}`), '');
       const path = stripDeleted(target);
       if (path.startsWith('/') && onMount(path, dir, nestedMounts)) found.add(path);
     }

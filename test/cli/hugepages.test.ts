@@ -192,7 +192,7 @@ describe('vmforge hugepages (CLI on fixture trees)', () => {
     const cap2 = captureIO();
     expect(await runHugepages(['umount', '/mnt/huge', '--force'], cap2.io, fx.host)).toBe(0);
     expect(cap2.out).toBe(
-      'Detached /mnt/huge lazily; still in use by qemu-system-x86 (pid 4242)\n',
+      'Detached /mnt/huge lazily; still in use by qemu-system-x86 (pid 4242), bash (pid 4300)\n',
     );
     const cap3 = captureIO();
     expect(await runHugepages(['umount', '/mnt/huge1g'], cap3.io, fx.host)).toBe(0);

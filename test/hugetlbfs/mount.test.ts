@@ -158,7 +158,7 @@ describe('mountHugetlbfs', () => {
 });
 
 describe('umountHugetlbfs and busy detection', () => {
-  it('finds processes with open or mapped files on the mount, not nested mounts or lookalikes', async () => {
+  it('finds processes with open, mapped or cwd files on the mount, not nested mounts or lookalikes', async () => {
     const { host } = await fixtureHost('existing-mount');
     const users = await findMountUsers(host, '/mnt/huge', ['/mnt/huge/sub']);
     expect(users).toEqual([
@@ -167,6 +167,7 @@ describe('umountHugetlbfs and busy detection', () => {
         command: 'qemu-system-x86',
         paths: ['/mnt/huge/qemu_back_mem.pc.ram.Ab12Cd'],
       },
+      { pid: 4300, command: 'bash', paths: ['/mnt/huge'] },
     ]);
   });
 
@@ -175,7 +176,8 @@ describe('umountHugetlbfs and busy detection', () => {
     await expect(umountHugetlbfs({ host, dir: '/mnt/huge' })).rejects.toMatchObject({
       code: 'VMF_MOUNT_BUSY',
       message:
-        '/mnt/huge is in use by qemu-system-x86 (pid 4242): refusing to unmount (stop them ' +
+        '/mnt/huge is in use by qemu-system-x86 (pid 4242), bash (pid 4300): refusing to ' +
+        'unmount (stop them ' +
         'first, or use --force to detach it lazily; their huge pages stay allocated until they exit)',
     });
     expect(runs).toEqual([]);
@@ -185,7 +187,7 @@ describe('umountHugetlbfs and busy detection', () => {
     const { host, runs } = await fixtureHost('existing-mount');
     const r = await umountHugetlbfs({ host, dir: '/mnt/huge', force: true });
     expect(r).toMatchObject({ lazy: true, argv: ['umount', '--lazy', '/mnt/huge'] });
-    expect(r.users.map((u) => u.pid)).toEqual([4242]);
+    expect(r.users.map((u) => u.pid)).toEqual([4242, 4300]);
     expect(runs).toEqual([['umount', '--lazy', '/mnt/huge']]);
     const s = await readHugepageStatus({ host });
     expect(s.mounts.map((m) => m.mountPoint)).not.toContain('/mnt/huge');
