@@ -7,7 +7,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,10 +21,14 @@ import { missingTools } from '../support/tools.js';
 
 const MiB = 2 ** 20;
 const POOL = '/sys/kernel/mm/hugepages/hugepages-2048kB';
+const POOL_1G = '/sys/kernel/mm/hugepages/hugepages-1048576kB';
 const TOOLS = ['qemu-system-x86_64', 'mount', 'umount'];
 
 const readNum = (path: string) => Number(readFileSync(path, 'utf8').trim());
-const persistent2M = () => readNum(`${POOL}/nr_hugepages`) - readNum(`${POOL}/surplus_hugepages`);
+const persistent = (pool: string) =>
+  readNum(`${pool}/nr_hugepages`) - readNum(`${pool}/surplus_hugepages`);
+const persistent2M = () => persistent(POOL);
+const has1G = existsSync(POOL_1G);
 
 function meminfo(): Record<string, number> {
   const out: Record<string, number> = {};
@@ -132,11 +136,13 @@ async function qmpSession(path: string) {
 
 describeReal('hugepages on the real kernel (root)', () => {
   let saved: number;
+  let saved1G: number;
   let work: string;
   let qemu: ChildProcess | undefined;
 
   beforeEach(() => {
     saved = persistent2M();
+    saved1G = has1G ? persistent(POOL_1G) : 0;
     work = mkdtempSync(join(tmpdir(), 'vmforge-hp-'));
     qemu = undefined;
   });
@@ -152,8 +158,12 @@ describeReal('hugepages on the real kernel (root)', () => {
       if (dir?.startsWith(work)) spawnSync('umount', ['--lazy', dir]);
     }
     if (persistent2M() !== saved) writeFileSync(`${POOL}/nr_hugepages`, `${saved}\n`);
+    if (has1G && persistent(POOL_1G) !== saved1G) {
+      writeFileSync(`${POOL_1G}/nr_hugepages`, `${saved1G}\n`);
+    }
     rmSync(work, { recursive: true, force: true });
     expect(persistent2M()).toBe(saved);
+    if (has1G) expect(persistent(POOL_1G)).toBe(saved1G);
   });
 
   function startQemu(args: string[]): { child: ChildProcess; qmp: string; stderr: () => string } {
@@ -319,4 +329,25 @@ describeReal('hugepages on the real kernel (root)', () => {
     expect((await hp(['umount', dir])).code).toBe(0);
     expect(meminfo()['HugePages_Rsvd']).toBe(rsvd);
   });
+
+  it.runIf(has1G)(
+    '1 GiB pages at run time: granted, or a shortfall naming the boot option',
+    async () => {
+      const r = await hp(['reserve', '--count', '+1', '--pagesize', '1G', '--json']);
+      const result = JSON.parse(r.stdout) as { granted: number; requested: number; ok: boolean };
+      // Whatever the kernel did, the report must match sysfs.
+      expect(result.granted).toBe(persistent(POOL_1G));
+      expect(result.requested).toBe(saved1G + 1);
+      if (result.ok) {
+        expect(r.code).toBe(0);
+        expect(result.granted).toBe(saved1G + 1);
+      } else {
+        expect(r.code).toBe(2);
+        expect(r.stderr).toMatch(/hugepagesz=1G hugepages=\d+/);
+      }
+      const back = await hp(['reserve', '--count', String(saved1G), '--pagesize', '1G']);
+      expect(back.code).toBe(0);
+      expect(persistent(POOL_1G)).toBe(saved1G);
+    },
+  );
 });
