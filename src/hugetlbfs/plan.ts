@@ -60,8 +60,10 @@ export interface BackendObject {
   keyval: string;
 }
 
-/** Whether enough pages are available, globally (node undefined) or on one host node. */
+/** Whether enough pages are available: in the pool, on one host node, or under a mount's size=. */
 export interface PoolCheck {
+  scope: 'pool' | 'node' | 'mount';
+  /** The host node for scope 'node'. */
   node: number | undefined;
   needed: number;
   available: number;
@@ -167,14 +169,23 @@ function checkPools(
   placements: { hostNode: number; pages: number }[],
 ): PoolCheck[] {
   const checks: PoolCheck[] = [
-    { node: undefined, needed: pages, available: pool.available, ok: pages <= pool.available },
+    {
+      scope: 'pool',
+      node: undefined,
+      needed: pages,
+      available: pool.available,
+      ok: pages <= pool.available,
+    },
   ];
-  for (const p of placements) {
-    const node = requireNode(status, pool, p.hostNode);
+  // Several guest nodes may share a host node: check what each host node must supply in total.
+  const perNode = new Map<number, number>();
+  for (const p of placements) perNode.set(p.hostNode, (perNode.get(p.hostNode) ?? 0) + p.pages);
+  for (const [hostNode, needed] of perNode) {
+    const node = requireNode(status, pool, hostNode);
     // Reserved pages are accounted globally (hugetlbpage.rst), so a node can promise at most
     // its free pages and never more than the global available count.
     const available = Math.min(node.free, pool.available);
-    checks.push({ node: p.hostNode, needed: p.pages, available, ok: p.pages <= available });
+    checks.push({ scope: 'node', node: hostNode, needed, available, ok: needed <= available });
   }
   return checks;
 }
@@ -184,7 +195,7 @@ function shortfallMessage(pool: PoolStatus, checks: PoolCheck[]): string {
   const parts = checks
     .filter((c) => !c.ok)
     .map((c) => {
-      const where = c.node === undefined ? '' : ` on host node ${c.node}`;
+      const where = c.scope === 'node' ? ` on host node ${c.node}` : '';
       return `${c.needed} ${unit} pages needed${where}, ${c.available} available`;
     });
   const global = checks[0]!;
@@ -237,7 +248,13 @@ export async function planHugepageBackend(options: PlanOptions): Promise<Hugepag
   if (mount?.size !== undefined) {
     const fs = await host.statfs(mount.mountPoint);
     const left = fs.bfree;
-    checks.push({ node: undefined, needed: pages, available: left, ok: pages <= left });
+    checks.push({
+      scope: 'mount',
+      node: undefined,
+      needed: pages,
+      available: left,
+      ok: pages <= left,
+    });
     if (pages > left && options.check !== false) {
       throw new EnvironmentError(
         `${mount.mountPoint} has room for ${left} more ${formatSize(pageSize)} pages ` +

@@ -78,9 +78,9 @@ describe('planHugepageBackend', () => {
     ]);
     expect(plan.machineArgs).toEqual([]);
     expect(plan.checks).toEqual([
-      { node: undefined, needed: 320, available: 356, ok: true },
-      { node: 0, needed: 256, available: 256, ok: true },
-      { node: 1, needed: 64, available: 100, ok: true },
+      { scope: 'pool', node: undefined, needed: 320, available: 356, ok: true },
+      { scope: 'node', node: 0, needed: 256, available: 256, ok: true },
+      { scope: 'node', node: 1, needed: 64, available: 100, ok: true },
     ]);
   });
 
@@ -101,6 +101,20 @@ describe('planHugepageBackend', () => {
         'Not enough free huge pages: 150 2 MiB pages needed on host node 1, 100 available; ' +
         'reserve them on those nodes first (vmforge hugepages reserve --node N)',
     });
+  });
+
+  it('adds up guest nodes that share a host node', async () => {
+    const { host } = await fixtureHost('two-nodes-1g');
+    await expect(
+      planHugepageBackend({
+        host,
+        memory: 256 * MiB,
+        numa: [
+          { hostNode: 1, size: 128 * MiB },
+          { hostNode: 1, size: 128 * MiB },
+        ],
+      }),
+    ).rejects.toThrow('128 2 MiB pages needed on host node 1, 100 available');
   });
 
   it('fails when the pool is short globally, suggesting the reserve command', async () => {
