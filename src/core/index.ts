@@ -4,3 +4,4 @@ export * from './bytes.js';
 export * from './units.js';
 export * from './printf.js';
 export { debug } from './debug.js';
+export { RwLock } from './rwlock.js';
