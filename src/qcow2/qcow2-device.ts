@@ -38,6 +38,7 @@ import {
   L2_BITMAP_ALL_ZEROES,
 } from './constants.js';
 import { decompressCluster } from './compression.js';
+import { BME_FLAG_IN_USE } from './bitmap-directory.js';
 import { encodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import {
   bitRange,
@@ -454,9 +455,14 @@ export class Qcow2Device implements BlockDevice {
     if (options.fua) await this.flush();
   }
 
-  /** Lazy refcounts: set the dirty bit before the first change (qcow2_mark_dirty). */
+  /**
+   * Before the first change: mark persistent bitmaps in use (vmforge does not track writes in
+   * them yet, so QEMU must treat them as inconsistent rather than trust stale bits), and with
+   * lazy refcounts set the dirty bit (qcow2_mark_dirty).
+   */
   async #markDirty(): Promise<void> {
     if (this.#dirtyMarked) return;
+    await this.#markBitmapsInUse();
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) === 0n) {
       this.#dirtyMarked = true;
       return;
@@ -465,6 +471,28 @@ export class Qcow2Device implements BlockDevice {
     await this.#writeIncompatibleFeatures();
     await this.storage.flush();
     this.#dirtyMarked = true;
+  }
+
+  /** Set the in-use flag on every bitmap directory entry, in place (qcow2-bitmap.c BME_FLAG_IN_USE). */
+  async #markBitmapsInUse(): Promise<void> {
+    const ext = this.header.bitmaps;
+    if (!ext || (this.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return;
+    const dir = new Uint8Array(ext.directorySize);
+    await this.storage.read(dir, ext.directoryOffset);
+    const view = new DataView(dir.buffer);
+    let changed = false;
+    for (let pos = 0, n = 0; pos + 24 <= dir.length && n < ext.nbBitmaps; n++) {
+      const flags = view.getUint32(pos + 12);
+      if ((flags & BME_FLAG_IN_USE) === 0) {
+        view.setUint32(pos + 12, flags | BME_FLAG_IN_USE);
+        changed = true;
+      }
+      pos += Math.ceil((24 + view.getUint32(pos + 20) + view.getUint16(pos + 18)) / 8) * 8;
+    }
+    if (changed) {
+      await this.storage.write(dir, ext.directoryOffset);
+      await this.storage.flush();
+    }
   }
 
   async #writeIncompatibleFeatures(): Promise<void> {

@@ -33,9 +33,16 @@ const variants: Variant[] = [
   { name: 'v2 (compat=0.10)', create: { version: 2 } },
   { name: 'v2 over a backing file', create: { version: 2 }, backing: true },
   { name: 'extended L2', create: { extendedL2: true } },
-  { name: 'extended L2, 16k clusters, over a backing file', create: { extendedL2: true, clusterSize: 16384, refcountBits: 2 }, backing: true },
+  {
+    name: 'extended L2, 16k clusters, over a backing file',
+    create: { extendedL2: true, clusterSize: 16384, refcountBits: 2 },
+    backing: true,
+  },
   { name: '512 B clusters, refcount_bits=1', create: { clusterSize: 512, refcountBits: 1 } },
-  { name: '2 MiB clusters, refcount_bits=64', create: { clusterSize: 2 * 1024 * 1024, refcountBits: 64 } },
+  {
+    name: '2 MiB clusters, refcount_bits=64',
+    create: { clusterSize: 2 * 1024 * 1024, refcountBits: 64 },
+  },
   { name: 'lazy refcounts', create: { lazyRefcounts: true } },
 ];
 
@@ -110,7 +117,15 @@ describeWithTools(['qemu-img', 'qemu-io'], 'qcow2 data interchange with QEMU', (
       await run('qemu-io', ['-c', 'write -P 0x5a 0 8M', join(dir, 'base.qcow2')]);
       opts.push('backing_file=base.qcow2', 'backing_fmt=qcow2');
     }
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', ...(opts.length ? ['-o', opts.join(',')] : []), image, String(SIZE)]);
+    await run('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      ...(opts.length ? ['-o', opts.join(',')] : []),
+      image,
+      String(SIZE),
+    ]);
     const rand = rng(7);
     const cmds: string[] = [];
     // Compressed clusters first (qemu-io cannot compress over allocated clusters), then
@@ -148,7 +163,16 @@ describeWithTools(['qemu-img', 'qemu-io'], 'qcow2 data interchange with QEMU', (
     await writeFile(raw, data);
     for (const type of ['zlib', 'zstd']) {
       const out = join(dir, `c-${type}.qcow2`);
-      const r = await run('qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', `compression_type=${type}`, raw, out]);
+      const r = await run('qemu-img', [
+        'convert',
+        '-c',
+        '-O',
+        'qcow2',
+        '-o',
+        `compression_type=${type}`,
+        raw,
+        out,
+      ]);
       expect(r.code, r.stderr).toBe(0);
       const dev = await openImage(out);
       const got = new Uint8Array(data.length);
