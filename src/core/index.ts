@@ -3,4 +3,5 @@ export * from './errors.js';
 export * from './bytes.js';
 export * from './units.js';
 export * from './printf.js';
+export * from './byte-string.js';
 export { debug } from './debug.js';

@@ -101,3 +101,24 @@ function stripZeros(s: string): string {
   if (!s.includes('.')) return s;
   return s.replace(/0+$/, '').replace(/\.$/, '');
 }
+
+/** printf("%#x", n): lowercase hex with a "0x" prefix, except that 0 prints as plain "0". */
+export function printfHexAlt(n: number | bigint): string {
+  const v = typeof n === 'bigint' ? BigInt.asUintN(64, n) : BigInt.asUintN(64, BigInt(n));
+  return v === 0n ? '0' : `0x${v.toString(16)}`;
+}
+
+/**
+ * printf("%-<width>s") (leftAlign) or printf("%<width>s"): pad with spaces to `width` counted
+ * in bytes as C does, never truncate. `length` is the byte length of `text` (for strings that
+ * are not plain ASCII pass byteLength(text) from core/byte-string.ts).
+ */
+export function printfPad(
+  text: string,
+  width: number,
+  leftAlign: boolean,
+  length = text.length,
+): string {
+  const pad = ' '.repeat(Math.max(0, width - length));
+  return leftAlign ? text + pad : pad + text;
+}
