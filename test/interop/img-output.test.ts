@@ -40,14 +40,15 @@ import { describeWithTools } from '../support/tools.js';
 
 describeWithTools(['qemu-img', 'qemu-io'], 'output layer vs qemu-img 7.2', () => {
   let corpus: Corpus;
+  let dir: string | undefined;
   const results = new Map<string, ReturnType<typeof runCorpusCommand>>();
 
   beforeAll(() => {
-    const dir = mkdtempSync(join(tmpdir(), 'vmforge-imgout-'));
+    dir = mkdtempSync(join(tmpdir(), 'vmforge-imgout-'));
     corpus = buildCorpus(dir);
   });
   afterAll(() => {
-    if (corpus) rmSync(corpus.dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** Each distinct command runs once: check -r changes its image. */
