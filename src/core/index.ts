@@ -5,3 +5,4 @@ export * from './units.js';
 export * from './printf.js';
 export * from './byte-string.js';
 export { debug } from './debug.js';
+export { RwLock } from './rwlock.js';
