@@ -16,6 +16,7 @@ import {
 import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/open.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
+import { LuksInfoDevice } from '../luks/luks-device.js';
 import { probeFormat } from './probe.js';
 
 export type SupportedFormat = 'raw' | 'qcow2';
@@ -66,10 +67,21 @@ export async function openImage(
   options: OpenImageOptions = {},
 ): Promise<BlockDevice> {
   try {
-    return await openInChain(filename, options, [], options.format);
+    return await openImageNoContext(filename, options);
   } catch (err) {
     throw withContext(err, `Could not open '${filename}'`);
   }
+}
+
+/**
+ * openImage() without the outer "Could not open '<name>': " context, for callers that report
+ * errors the way bdrv_open() does (e.g. qemu-img create checking a backing file).
+ */
+export function openImageNoContext(
+  filename: string,
+  options: OpenImageOptions = {},
+): Promise<BlockDevice> {
+  return openInChain(filename, options, [], options.format);
 }
 
 async function openInChain(
@@ -110,6 +122,12 @@ async function openInChain(
       );
     }
     if (fmt === 'raw') return await RawDevice.open(storage, { filename });
+    if (fmt === 'luks') {
+      // Without a key QEMU can only inspect LUKS images (BDRV_O_NO_IO), and so can vmforge.
+      if (!options.noIO)
+        throw new InvalidArgumentError("Parameter 'key-secret' is required for cipher");
+      return await LuksInfoDevice.open(storage, filename);
+    }
     if (fmt === 'qcow2') {
       return await openQcow2(storage, {
         filename,

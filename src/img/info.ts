@@ -5,14 +5,15 @@
 
 import { realpath } from 'node:fs/promises';
 import type { BlockDevice } from '../block/device.js';
-import { CorruptImageError } from '../core/index.js';
+import { CorruptImageError, truncateCString } from '../core/index.js';
 import { openImage, isQcow2, type SupportedFormat } from '../image/open.js';
 import { bitmapFlagNames, decodeBitmapDirectory } from '../qcow2/bitmap-directory.js';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../qcow2/constants.js';
 import { hasFeature } from '../qcow2/header.js';
 import { resolveRelativeTo } from '../qcow2/open.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
-import { readLuksInfo } from '../qcow2/luks-info.js';
+import { readLuksInfo } from '../luks/luks-header.js';
+import { LuksInfoDevice } from '../luks/luks-device.js';
 import type { ImageInfo, ImageInfoSpecificQCow2, SnapshotInfo } from './qapi-types.js';
 
 export interface InfoOptions {
@@ -33,6 +34,12 @@ export async function describeImage(dev: BlockDevice): Promise<ImageInfo> {
     actual += await dev.dataStorage.allocatedSize().catch(() => 0);
   }
   if (actual >= 0) info['actual-size'] = actual;
+  if (dev instanceof LuksInfoDevice) {
+    info.encrypted = true;
+    info['dirty-flag'] = false;
+    info['format-specific'] = { type: 'luks', data: dev.luks };
+    return info;
+  }
   if (!isQcow2(dev)) {
     info['dirty-flag'] = false;
     return info;
@@ -47,19 +54,22 @@ export async function describeImage(dev: BlockDevice): Promise<ImageInfo> {
     info['full-backing-filename'] = resolveRelativeTo(dev.filename, h.backingFile);
     if (h.backingFormat) info['backing-filename-format'] = h.backingFormat;
   }
-  if (dev.snapshots.length > 0) info.snapshots = dev.snapshots.map(snapshotInfo);
+  // qcow2_snapshot_list() refuses images with an external data file (ENOTSUP): no list.
+  if (dev.snapshots.length > 0 && !hasFeature.dataFile(h))
+    info.snapshots = dev.snapshots.map(snapshotInfo);
   return info;
 }
 
 function snapshotInfo(sn: Qcow2Device['snapshots'][number]): SnapshotInfo {
+  // QEMUSnapshotInfo holds id_str[128] and name[256] (pstrcpy truncates).
   const info: SnapshotInfo = {
-    id: sn.id,
-    name: sn.name,
+    id: truncateCString(sn.id, 128),
+    name: truncateCString(sn.name, 256),
     'vm-state-size': sn.vmStateSize,
     'date-sec': sn.dateSec,
     'date-nsec': sn.dateNsec,
-    'vm-clock-sec': Math.floor(sn.vmClockNsec / 1e9),
-    'vm-clock-nsec': sn.vmClockNsec % 1e9,
+    'vm-clock-sec': Number(sn.vmClockNsec / 1_000_000_000n),
+    'vm-clock-nsec': Number(sn.vmClockNsec % 1_000_000_000n),
   };
   if (sn.icount !== undefined) info.icount = sn.icount;
   return info;

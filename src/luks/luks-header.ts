@@ -1,5 +1,5 @@
-// The LUKS1 header of an encrypted qcow2 image, decoded for `qemu-img info` only (vmforge does
-// not decrypt). Field layout: LUKS On-Disk Format Specification 1.2.3; the reported values follow
+// The LUKS1 header (of a LUKS image, or inside an encrypted qcow2), decoded for `qemu-img info`
+// only (vmforge does not decrypt). Field layout: LUKS On-Disk Format Specification 1.2.3; the reported values follow
 // QEMU's qcrypto_block_luks_get_info() (crypto/block-luks.c).
 
 import type { Storage } from '../block/storage.js';
