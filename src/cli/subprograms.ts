@@ -2,3 +2,4 @@
 // (nbd, firmware, hugepages, run and qmp add one line each.)
 export {};
 import './hugepages/index.js';
+import './io-cmd/index.js';
