@@ -145,9 +145,12 @@ export function validateFirmwareVolumeHeader(
   if (h.fvLength > available)
     throw bad(`FvLength is ${h.fvLength}, but only ${available} bytes follow the header`);
   if (h.blockMap.length === 0) throw bad('BlockMap is empty');
+  // Usually the map covers exactly FvLength, but real varstores disagree: Debian's
+  // AAVMF_VARS.ms.fd maps the whole 64 MiB flash for a 768 KiB volume, and edk2's own header
+  // checks (QemuFlashFvbServicesRuntimeDxe) accept it. A map smaller than the volume is wrong.
   const mapped = h.blockMap.reduce((n, e) => n + e.numBlocks * e.length, 0);
-  if (mapped !== h.fvLength)
-    throw bad(`BlockMap covers ${mapped} bytes, FvLength is ${h.fvLength}`);
+  if (mapped < h.fvLength)
+    throw bad(`BlockMap covers ${mapped} bytes, less than FvLength ${h.fvLength}`);
   if (56 + (h.blockMap.length + 1) * 8 > h.headerLength)
     throw bad(`BlockMap runs past HeaderLength ${h.headerLength}`);
   if (h.checksumSum !== 0)

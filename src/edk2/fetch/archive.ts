@@ -211,6 +211,14 @@ async function walkZip(
     return entries;
   } catch (err) {
     if (err instanceof Error && 'kind' in err) throw err;
+    // node-stream-zip vets names too ("Malicious entry: ../x"); report it in our words.
+    const bad = /^Malicious entry: (.*)$/.exec((err as Error).message);
+    if (bad) {
+      checkEntryName(bad[1]!);
+      throw new CorruptImageError(`Archive entry '${bad[1]}' is unsafe; refusing the archive`, {
+        code: 'VMF_FW_UNSAFE_ARCHIVE',
+      });
+    }
     throw new CorruptImageError(`'${path}' is not a valid zip archive: ${(err as Error).message}`);
   } finally {
     await zip?.close().catch(() => undefined);

@@ -182,7 +182,6 @@ export async function fetchFirmware(options: FetchFirmwareOptions): Promise<Fetc
       },
       ...(signal ? { signal } : {}),
     });
-    await removePart(part);
     return {
       path: manifest.code.path,
       ...(manifest.vars ? { vars: manifest.vars.path } : {}),
@@ -197,6 +196,8 @@ export async function fetchFirmware(options: FetchFirmwareOptions): Promise<Fetc
       resumedAt: dl.resumedAt,
     };
   } finally {
+    // The download was complete and verified: whatever happened next, it is not needed again.
+    await removePart(part);
     await rm(staging, { recursive: true, force: true });
   }
 }
