@@ -66,9 +66,11 @@ describe('EFI_FIRMWARE_VOLUME_HEADER', () => {
 
   it('names the field that is wrong', () => {
     expect(corrupt((b) => b.write('_FVX', 40, 'latin1'))).toThrow(
-      /Signature is 0x58564604|Signature/,
+      /Signature is 0x5856465f, expected '_FVH'/,
     );
-    expect(corrupt((b) => (b[50] ^= 1))).toThrow(/Checksum 0xb8ae is wrong/);
+    expect(corrupt((b) => b.writeUInt8(b.readUInt8(50) ^ 1, 50))).toThrow(
+      /Checksum 0xb8ae is wrong/,
+    );
     expect(corrupt((b) => (b[55] = 1))).toThrow(/Revision is 1, expected 2/);
     expect(corrupt((b) => b.writeUInt16LE(70, 48))).toThrow(/HeaderLength is 70/);
     expect(corrupt((b) => b.writeUInt32LE(131, 56))).toThrow(

@@ -13,7 +13,7 @@ import {
 } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { fetchFirmware, listFirmware } from '../../src/edk2/index.js';
 import { runFirmware } from '../../src/cli/firmware/index.js';
 import { captureIO } from '../../src/cli/io.js';
@@ -339,7 +339,10 @@ describeWithPackages(
           const forward = /^(\w+) http:\/\/([^/:]+):(\d+)(\/\S*) (HTTP\/1\.1\r\n[\s\S]*)$/.exec(
             text,
           );
-          if (!tunnel && !forward) return client.destroy();
+          if (!tunnel && !forward) {
+            client.destroy();
+            return;
+          }
           const [host, port] = tunnel ? [tunnel[1]!, tunnel[2]!] : [forward![2]!, forward![3]!];
           connects.push(`${host}:${port}`);
           const upstream = connect(Number(port), host, () => {

@@ -195,7 +195,7 @@ async function attemptOnce(
     ...(c.signal ? { signal: c.signal } : {}),
   });
   const status = res.statusCode;
-  let offset = 0;
+  let offset: number;
   let total: number | undefined;
   if (status === 416 && have > 0) {
     // Our part file is at least as long as the resource: complete if the lengths agree.
@@ -218,7 +218,7 @@ async function attemptOnce(
     total = cr.total;
     c.resumedAt.push(have);
   } else if (status >= 200 && status < 300) {
-    offset = 0; // Range ignored: start over
+    offset = 0; // a full response (the server ignored Range): start over
     const len = Number(res.headers['content-length']);
     total = Number.isSafeInteger(len) ? len : undefined;
   } else {
