@@ -2,7 +2,7 @@
 // firmware.json says aliases are not to be matched against them, so `virt` and `q35` are first
 // resolved to what they stand for (virt-7.2, pc-q35-7.2) by asking the emulator, as libvirt does.
 
-import { InvalidArgumentError, NotSupportedError } from '../core/index.js';
+import { InvalidArgumentError } from '../core/index.js';
 import { isGlob } from './glob.js';
 import type { Env } from './paths.js';
 import { capture, which } from './process.js';
@@ -107,12 +107,4 @@ export async function resolveMachine(
   const family = FALLBACK_FAMILIES[arch]?.[requested];
   if (family) return { requested, concrete: family + FALLBACK_VERSION, via: 'fallback' };
   return { requested, concrete: requested, via: 'as-is' };
-}
-
-/** For callers that must have the emulator (boot helpers): a clear error naming the package. */
-export function missingEmulator(arch: string): NotSupportedError {
-  const pkg = QEMU_SYSTEM_PACKAGES[arch];
-  return new NotSupportedError(
-    `qemu-system-${arch} is not installed${pkg ? ` (Debian package ${pkg})` : ''}`,
-  );
 }
