@@ -20,13 +20,9 @@ import {
 import { PFLASH_SIZE, hostQemuArch } from './constants.js';
 import type { FlashMode } from './descriptor.js';
 import { findFirmware, type FindFirmwareOptions, type FirmwareMatch } from './find.js';
-import {
-  findFirmwareVolumes,
-  isBlankImage,
-  type FirmwareVolume,
-  type ImageReader,
-} from './firmware-volume.js';
+import { findFirmwareVolumes, isBlankImage, type FirmwareVolume } from './firmware-volume.js';
 import { sniffImage, type SniffedImage } from './image-format.js';
+import { openFirmwareReader } from './image-reader.js';
 
 export interface PrepareFirmwareOptions extends FindFirmwareOptions {
   /** Directory for the per-VM files (created if needed). */
@@ -51,7 +47,7 @@ export interface PreparedFile {
   format: 'raw' | 'qcow2';
   /** Size the guest sees. */
   size: number;
-  /** Firmware volumes found (raw inputs; qcow2 contents are not decoded here). */
+  /** Firmware volumes found (for qcow2, in the guest-visible contents). */
   volumes: Pick<FirmwareVolume, 'offset' | 'fvLength' | 'kind' | 'fileSystemGuid'>[];
   /** The template or code file it was made from. */
   from: string;
@@ -75,26 +71,12 @@ export interface PreparedFirmware {
   notes: string[];
 }
 
-/** An ImageReader over a raw file. */
-async function openRaw(path: string): Promise<ImageReader & { close(): Promise<void> }> {
-  const fh = await open(path, 'r');
-  const size = (await fh.stat()).size;
-  return {
-    size,
-    async read(offset, length) {
-      const buf = new Uint8Array(length);
-      const { bytesRead } = await fh.read(buf, 0, length, offset);
-      return buf.subarray(0, bytesRead);
-    },
-    close: () => fh.close(),
-  };
-}
-
 async function volumesOf(
   path: string,
+  format: 'raw' | 'qcow2',
   signal?: AbortSignal,
 ): Promise<{ volumes: FirmwareVolume[]; blank: boolean }> {
-  const r = await openRaw(path);
+  const r = await openFirmwareReader(path, format);
   try {
     const volumes = await findFirmwareVolumes(r, signal ? { signal } : {});
     const blank = volumes.length === 0 && (await isBlankImage(r, signal));
@@ -118,11 +100,8 @@ function checkQcow2(path: string, s: SniffedImage): void {
 /** Check a code image: sniff, then (raw) require a code volume. */
 async function inspectCode(path: string, signal?: AbortSignal) {
   const s = await sniffImage(path);
-  if (s.format === 'qcow2') {
-    checkQcow2(path, s);
-    return { sniff: s, volumes: [] as FirmwareVolume[] };
-  }
-  const { volumes } = await volumesOf(path, signal);
+  if (s.format === 'qcow2') checkQcow2(path, s);
+  const { volumes } = await volumesOf(path, s.format, signal);
   const code = volumes.filter((v) => v.kind === 'ffs2' || v.kind === 'ffs3');
   if (code.length === 0)
     throw new CorruptImageError(
@@ -137,11 +116,8 @@ async function inspectCode(path: string, signal?: AbortSignal) {
 /** Check a vars template: a variable-store volume, or blank flash. */
 async function inspectVars(path: string, signal?: AbortSignal) {
   const s = await sniffImage(path);
-  if (s.format === 'qcow2') {
-    checkQcow2(path, s);
-    return { sniff: s, volumes: [] as FirmwareVolume[], blank: false };
-  }
-  const { volumes, blank } = await volumesOf(path, signal);
+  if (s.format === 'qcow2') checkQcow2(path, s);
+  const { volumes, blank } = await volumesOf(path, s.format, signal);
   if (!blank && !volumes.some((v) => v.kind === 'nvram'))
     throw new CorruptImageError(
       volumes.length
@@ -244,10 +220,6 @@ export async function prepareFirmware(options: PrepareFirmwareOptions): Promise<
   if (match && match.code.format !== code.sniff.format)
     notes.push(
       `${match.name} says ${match.code.format} but ${codeSrc} is ${code.sniff.format}; using ${code.sniff.format}`,
-    );
-  if (code.sniff.format === 'qcow2')
-    notes.push(
-      'qcow2 input: format and size checked from the header; firmware volumes not inspected',
     );
 
   const outDir = resolve(options.outDir);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { prepareFirmware } from '../../src/edk2/prepare.js';
 import { AARCH64_PFLASH_SIZE } from '../../src/edk2/constants.js';
+import { createImage, openImage } from '../../src/image/index.js';
 import { tempDir } from '../support/tmp.js';
 import { armCode, ovmfCode, varsImage } from './fv-fixtures.js';
 import { fakeLister, tree, uefi } from './descriptor-tree.js';
@@ -170,32 +171,44 @@ describe('prepareFirmware', () => {
     expect(r.globals).toEqual(['driver=cfi.pflash01,property=secure,value=on']);
   });
 
-  it('sniffs qcow2 by magic and checks its header, whatever the file is called', async () => {
+  it('sniffs qcow2 by magic, whatever the file is called, and checks the volumes inside', async () => {
     const d = await tempDir();
-    const q = Buffer.alloc(512);
-    q.writeUInt32BE(0x514649fb, 0);
-    q.writeUInt32BE(3, 4);
-    q.writeUInt32BE(16, 20);
-    q.writeBigUInt64BE(BigInt(AARCH64_PFLASH_SIZE), 24);
-    await files(d, { 'code.fd': q });
+    // A real qcow2 made by vmforge's own driver, holding an ArmVirtQemu-like image.
+    const makeQcow2 = async (name: string, content: Uint8Array, size = AARCH64_PFLASH_SIZE) => {
+      await createImage(join(d, name), { format: 'qcow2', size });
+      const dev = await openImage(join(d, name), { format: 'qcow2', readOnly: false });
+      await dev.write(content, 0);
+      await dev.close();
+    };
+    await makeQcow2('code.fd', armCode());
+    await makeQcow2('vars.img', varsImage(0xc0000));
     const r = await prepareFirmware({
       arch: 'aarch64',
       code: join(d, 'code.fd'),
+      varsTemplate: join(d, 'vars.img'),
       outDir: join(d, 'vm'),
     });
     expect(r.code.format).toBe('qcow2');
     expect(r.code.path.endsWith('code.qcow2')).toBe(true);
+    expect(r.code.volumes.map((v) => [v.offset, v.kind])).toEqual([[0x1000, 'ffs2']]);
+    expect(r.vars).toMatchObject({ format: 'qcow2', volumes: [{ offset: 0, kind: 'nvram' }] });
     expect(r.qemuArgs[1]).toContain('format=qcow2');
-    q.writeBigUInt64BE(8n, 8); // a backing file
+
+    await makeQcow2('junk.qcow2', new Uint8Array(0x10000).fill(0x41));
+    await expect(
+      prepareFirmware({ arch: 'aarch64', code: join(d, 'junk.qcow2'), outDir: join(d, 'vm4') }),
+    ).rejects.toThrow(/junk.qcow2' is not UEFI firmware: no valid firmware volume header/);
+    await makeQcow2('small.qcow2', armCode(), 2 * 1024 * 1024);
+    await expect(
+      prepareFirmware({ arch: 'aarch64', code: join(d, 'small.qcow2'), outDir: join(d, 'vm3') }),
+    ).rejects.toThrow(/qcow2 image of 2097152 bytes; the pflash device needs exactly 67108864/);
+    // A backing file is refused from the header, before the image is opened.
+    const q = Buffer.from(await readFile(join(d, 'code.fd')));
+    q.writeBigUInt64BE(BigInt(q.length - 8), 8);
+    q.writeUInt32BE(4, 16);
     await files(d, { 'backed.fd': q });
     await expect(
       prepareFirmware({ arch: 'aarch64', code: join(d, 'backed.fd'), outDir: join(d, 'vm2') }),
     ).rejects.toThrow(/qcow2 image with a backing file/);
-    q.writeBigUInt64BE(0n, 8);
-    q.writeBigUInt64BE(2n * 1024n * 1024n, 24);
-    await files(d, { 'small.qcow2': q });
-    await expect(
-      prepareFirmware({ arch: 'aarch64', code: join(d, 'small.qcow2'), outDir: join(d, 'vm3') }),
-    ).rejects.toThrow(/qcow2 image of 2097152 bytes; the pflash device needs exactly 67108864/);
   });
 });

@@ -127,7 +127,8 @@ describeWithPackages(
         outDir: join(d, 'vm'),
       });
       expect(p.code).toMatchObject({ format: 'qcow2', size: MiB64 });
-      expect(p.vars).toMatchObject({ format: 'qcow2' });
+      expect(p.vars).toMatchObject({ format: 'qcow2', blank: true }); // read through the qcow2 driver
+      expect(p.code.volumes.map((v) => [v.offset, v.kind])).toEqual([[0x1000, 'ffs2']]);
       expect(p.qemuArgs.join(' ')).toContain('format=qcow2');
       const info = JSON.parse(
         (await run('qemu-img', ['info', '--output=json', p.code.path])).stdout,

@@ -1,10 +1,10 @@
 // The unpacked member must be UEFI firmware before it enters the cache: a code image holds a
-// code firmware volume, a vars image a variable store (or is blank). qcow2 members are
-// accepted on their header (their contents need the qcow2 driver to read).
+// code firmware volume, a vars image a variable store (or is blank); qcow2 members are read
+// through the qcow2 driver.
 
-import { open } from 'node:fs/promises';
 import { CorruptImageError } from '../../core/index.js';
-import { findFirmwareVolumes, isBlankImage, type ImageReader } from '../firmware-volume.js';
+import { findFirmwareVolumes, isBlankImage } from '../firmware-volume.js';
+import { openFirmwareReader } from '../image-reader.js';
 import { sniffImage } from '../image-format.js';
 
 export async function checkFirmwareFile(
@@ -14,17 +14,13 @@ export async function checkFirmwareFile(
   signal?: AbortSignal,
 ): Promise<void> {
   const s = await sniffImage(path);
-  if (s.format === 'qcow2') return;
-  const fh = await open(path, 'r');
+  if (s.format === 'qcow2' && (s.qcow2?.hasBackingFile || s.qcow2?.encrypted))
+    throw new CorruptImageError(
+      `'${label}' is a qcow2 image with a backing file or encryption; firmware must be self-contained`,
+      { code: 'VMF_FW_NOT_FV' },
+    );
+  const reader = await openFirmwareReader(path, s.format);
   try {
-    const reader: ImageReader = {
-      size: s.fileSize,
-      async read(offset, length) {
-        const buf = new Uint8Array(length);
-        const { bytesRead } = await fh.read(buf, 0, length, offset);
-        return buf.subarray(0, bytesRead);
-      },
-    };
     const vols = await findFirmwareVolumes(reader, signal ? { signal } : {});
     const ok =
       role === 'code'
@@ -37,6 +33,6 @@ export async function checkFirmwareFile(
         { code: 'VMF_FW_NOT_FV' },
       );
   } finally {
-    await fh.close();
+    await reader.close();
   }
 }
