@@ -14,7 +14,11 @@ export interface ProgressSink {
 const silent: ProgressSink = { update() {}, succeed() {}, fail() {} };
 
 export function progressSink(io: CliIO, forced: boolean): ProgressSink {
-  const tty = io.stderr.isTTY === true && io.env['CI'] === undefined;
+  // A spinner needs a real terminal with a width: ora divides by `columns` to know how many
+  // lines to clear, and a pseudo-terminal of width 0 (script(1) without a parent terminal)
+  // would make it loop forever.
+  const tty =
+    io.stderr.isTTY === true && (io.stderr.columns ?? 0) > 0 && io.env['CI'] === undefined;
   if (tty) {
     const spinner: Ora = ora({
       stream: io.stderr as unknown as NodeJS.WritableStream,
