@@ -5,3 +5,4 @@ export * from './raw/index.js';
 export * from './qcow2/index.js';
 export * from './image/index.js';
 export * as hugetlbfs from './hugetlbfs/index.js';
+export * as edk2 from './edk2/index.js';
