@@ -89,14 +89,19 @@ function toDefines(d: BuildFirmwareOptions['defines']): Define[] {
 }
 
 /** Descriptor features implied by the build's defines (firmware.json FirmwareFeature). */
-export function featuresFor(arch: string, target: BuildTarget, defines: readonly Define[]): string[] {
+export function featuresFor(
+  arch: string,
+  target: BuildTarget,
+  defines: readonly Define[],
+): string[] {
   const d = new Map(defines);
   const f: string[] = [];
   if (arch === 'x86_64') f.push('acpi-s3');
   if (d.get('SMM_REQUIRE') === 'TRUE') f.push('requires-smm');
   if (d.get('SECURE_BOOT_ENABLE') === 'TRUE') f.push('secure-boot');
   const silent = d.get('DEBUG_PRINT_ERROR_LEVEL') === '0x80000000';
-  if (target !== 'RELEASE' && !silent) f.push(arch === 'x86_64' ? 'verbose-dynamic' : 'verbose-static');
+  if (target !== 'RELEASE' && !silent)
+    f.push(arch === 'x86_64' ? 'verbose-dynamic' : 'verbose-static');
   return f.sort();
 }
 
@@ -112,7 +117,9 @@ export async function buildFirmware(options: BuildFirmwareOptions): Promise<Buil
   const progress = options.onProgress ?? (() => undefined);
   const platform = platformFor(options.arch);
   if ((options.source === undefined) === (options.git === undefined))
-    throw new InvalidArgumentError('Give exactly one of a source tree (--source) or --git URL --ref TAG');
+    throw new InvalidArgumentError(
+      'Give exactly one of a source tree (--source) or --git URL --ref TAG',
+    );
   const defines = toDefines(options.defines);
   const jobs = options.jobs ?? availableParallelism();
   const prefix = options.crossPrefix ?? defaultCrossPrefix(platform.arch);
@@ -131,22 +138,33 @@ export async function buildFirmware(options: BuildFirmwareOptions): Promise<Buil
       details: { missing: prerequisites.filter((p) => !p.found).map((p) => p.package) },
     });
 
-  const cacheDir = options.cacheDir === false ? undefined : (options.cacheDir ?? defaultCacheDir(env));
+  const cacheDir =
+    options.cacheDir === false ? undefined : (options.cacheDir ?? defaultCacheDir(env));
   let root: string;
   let cloneSteps: BuildStep[] = [];
   if (options.git) {
     const base = cacheDir ?? defaultCacheDir(env);
-    root = resolve(options.git.dir ?? join(base, 'src', `edk2-${options.git.ref.replace(/[^\w.-]+/g, '_')}`));
+    root = resolve(
+      options.git.dir ?? join(base, 'src', `edk2-${options.git.ref.replace(/[^\w.-]+/g, '_')}`),
+    );
     cloneSteps = planClone(options.git.url, options.git.ref, root);
   } else {
     root = resolve(options.source!);
   }
-  const logPath = resolve(options.logFile ?? join(root, 'Build', `vmforge-build-${platform.arch}.log`));
+  const logPath = resolve(
+    options.logFile ?? join(root, 'Build', `vmforge-build-${platform.arch}.log`),
+  );
 
   if (options.dryRun && cloneSteps.length) {
     // Nothing to inspect yet: return the clone steps and a plan with assumed tree facts.
     const plan = planBuild({
-      tree: { root, toolchainTags: ['GCC', 'GCC5'], shellNeedsSecureBootLib: false, ltoStubs: [], baseToolsBuilt: false },
+      tree: {
+        root,
+        toolchainTags: ['GCC', 'GCC5'],
+        shellNeedsSecureBootLib: false,
+        ltoStubs: [],
+        baseToolsBuilt: false,
+      },
       arch: platform.arch,
       target: options.target ?? 'RELEASE',
       defines,
@@ -156,7 +174,9 @@ export async function buildFirmware(options: BuildFirmwareOptions): Promise<Buil
       ...(options.dsc ? { dsc: options.dsc } : {}),
     });
     plan.steps.unshift(...cloneSteps);
-    plan.notes.push('dry run with --git: tree facts (toolchain tag, quirks) are known only after cloning');
+    plan.notes.push(
+      'dry run with --git: tree facts (toolchain tag, quirks) are known only after cloning',
+    );
     return { plan, prerequisites, logPath, durationMs: Date.now() - started };
   }
 
@@ -220,7 +240,12 @@ export async function buildFirmware(options: BuildFirmwareOptions): Promise<Buil
         code: { from: outputs.code },
         ...(outputs.vars ? { vars: { from: outputs.vars } } : {}),
         description: `UEFI firmware for ${platform.arch} built by vmforge from ${root} (${plan.target}_${plan.toolchain})`,
-        machines: platform.arch === 'x86_64' ? (new Map(plan.defines).get('SMM_REQUIRE') === 'TRUE' ? ['pc-q35-*'] : ['pc-q35-*', 'pc-i440fx-*']) : ['virt-*'],
+        machines:
+          platform.arch === 'x86_64'
+            ? new Map(plan.defines).get('SMM_REQUIRE') === 'TRUE'
+              ? ['pc-q35-*']
+              : ['pc-q35-*', 'pc-i440fx-*']
+            : ['virt-*'],
         features: featuresFor(platform.arch, plan.target, plan.defines),
         tags,
         source: { kind: 'build', root, args: plan.buildArgs, log: logPath },
@@ -240,7 +265,25 @@ export async function buildFirmware(options: BuildFirmwareOptions): Promise<Buil
   }
 }
 
-export { parseDefines, planBuild, planClone, PLATFORMS, type BuildPlan, type BuildTarget } from './plan.js';
-export { buildPrerequisites, checkPrerequisites, crossPrefix, describeMissing } from './prerequisites.js';
-export { chooseToolchainTag, inspectTree, toolchainTagsOf, type ToolchainTag, type TreeInfo } from './tree.js';
+export {
+  parseDefines,
+  planBuild,
+  planClone,
+  PLATFORMS,
+  type BuildPlan,
+  type BuildTarget,
+} from './plan.js';
+export {
+  buildPrerequisites,
+  checkPrerequisites,
+  crossPrefix,
+  describeMissing,
+} from './prerequisites.js';
+export {
+  chooseToolchainTag,
+  inspectTree,
+  toolchainTagsOf,
+  type ToolchainTag,
+  type TreeInfo,
+} from './tree.js';
 export { findBuildOutputs, type BuildOutputs } from './outputs.js';

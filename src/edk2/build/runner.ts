@@ -83,7 +83,8 @@ export async function runStep(step: BuildStep, o: RunStepOptions): Promise<void>
     child.on('close', (code, signal) => {
       o.signal?.removeEventListener('abort', onAbort);
       if (killTimer) clearTimeout(killTimer);
-      if (o.signal?.aborted) return reject(new AbortError(`Build cancelled during: ${step.description}`));
+      if (o.signal?.aborted)
+        return reject(new AbortError(`Build cancelled during: ${step.description}`));
       if (code === 0) return resolve();
       const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
       // Let the log stream flush before reading its tail.
