@@ -34,6 +34,8 @@ export interface OpenImageOptions {
   checkMode?: boolean;
   /** Receives warnings QEMU would print (e.g. a probed raw image opened read-write). */
   onWarning?: (message: string) => void;
+  /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
+  cache?: 'writeback' | 'unsafe' | 'writethrough';
   /** Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. */
   repairDirty?: Qcow2OpenOptions['repairDirty'];
 }
@@ -101,7 +103,7 @@ async function openInChain(
   }
 
   const readOnly = options.readOnly ?? true;
-  const storage = await openFile(filename, readOnly);
+  const storage = await openFile(filename, readOnly, options.cache);
   try {
     // Loop detection on the real path (symlinks and ./ spellings included).
     const real = await realpath(filename).catch(() => filename);
@@ -135,7 +137,7 @@ async function openInChain(
         ...(options.noIO !== undefined ? { noIO: options.noIO } : {}),
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
         ...(options.repairDirty ? { repairDirty: options.repairDirty } : {}),
-        openDataFile: (path, ro) => openFile(path, ro),
+        openDataFile: (path, ro) => openFile(path, ro, options.cache),
         ...(options.backing === 'none'
           ? {}
           : {
@@ -166,7 +168,11 @@ async function openInChain(
   }
 }
 
-async function openFile(path: string, readOnly: boolean): Promise<Storage> {
+async function openFile(
+  path: string,
+  readOnly: boolean,
+  cache?: OpenImageOptions['cache'],
+): Promise<Storage> {
   let st;
   try {
     st = await stat(path);
@@ -176,7 +182,7 @@ async function openFile(path: string, readOnly: boolean): Promise<Storage> {
   if (st?.isDirectory()) {
     throw new InvalidArgumentError(`'file' driver requires '${path}' to be a regular file`);
   }
-  return FileStorage.open(path, { readOnly });
+  return FileStorage.open(path, { readOnly, ...(cache ? { cache } : {}) });
 }
 
 async function probe(storage: Storage, filename: string): Promise<string> {

@@ -49,7 +49,7 @@ function enumValue<T extends string>(param: string, value: string, allowed: read
 }
 
 /** Translate parsed QemuOpts into typed create options (qcow2_co_create_opts' QAPI step). */
-function toCreateOptions(
+export function toCreateOptions(
   format: SupportedFormat,
   opts: QemuOpts,
   size: number,

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerConvert } from './convert.js';
 import { registerCreate } from './create.js';
 import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
@@ -10,7 +11,13 @@ import { registerSnapshot } from './snapshot.js';
 type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
-const commands: Register[] = [registerCreate, registerInfo, registerMap, registerSnapshot];
+const commands: Register[] = [
+  registerConvert,
+  registerCreate,
+  registerInfo,
+  registerMap,
+  registerSnapshot,
+];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {
   for (const register of commands) register(program, ctx);
