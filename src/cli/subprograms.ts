@@ -1,3 +1,4 @@
 // Side-effect imports: each feature's CLI registers itself as a `vmforge` subprogram here.
 // (nbd, firmware, hugepages, run and qmp add one line each.)
 export {};
+import './run/index.js';
