@@ -3,7 +3,7 @@
 // overlays), firmware files, disk formats and overlays, memory backend objects. Side effects go
 // through the providers; with `dryRun` nothing is written.
 
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyFile, stat } from 'node:fs/promises';
@@ -80,6 +80,7 @@ export async function planLaunch(model: VmModel, options: PlanOptions = {}): Pro
       runDirOwned = true;
     }
   }
+  if (!dryRun && !runDirOwned) await mkdir(runDir, { recursive: true });
   const qmpPath = join(runDir, 'qmp.sock');
   const qmp =
     model.qmp.kind === 'tcp'
