@@ -53,7 +53,10 @@ export interface LaunchPlan {
   runDir: string;
   /** True when the plan created runDir (and so may delete it). */
   runDirOwned: boolean;
+  /** The user's QMP monitor (spec `qmp`), free for them while vmforge runs. */
   qmp: { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+  /** vmforge's own QMP monitor (a monitor serves one client at a time). */
+  controlSocket: string;
   serialLog: string;
   firmware: PreparedFirmware | undefined;
   disks: PlannedDisk[];
@@ -86,10 +89,13 @@ export async function planLaunch(model: VmModel, options: PlanOptions = {}): Pro
     model.qmp.kind === 'tcp'
       ? model.qmp
       : { kind: 'unix' as const, path: model.qmp.path ?? qmpPath };
-  if (qmp.kind === 'unix' && Buffer.byteLength(qmp.path) > 107) {
-    throw new InvalidArgumentError(
-      `QMP socket path is longer than 107 bytes (sun_path): ${qmp.path}`,
-    );
+  const controlSocket = join(runDir, 'control.qmp');
+  for (const path of [qmp.kind === 'unix' ? qmp.path : '', controlSocket]) {
+    if (Buffer.byteLength(path) > 107) {
+      throw new InvalidArgumentError(
+        `QMP socket path is longer than 107 bytes (sun_path): ${path}`,
+      );
+    }
   }
 
   const decision =
@@ -179,6 +185,7 @@ export async function planLaunch(model: VmModel, options: PlanOptions = {}): Pro
     runDir,
     runDirOwned,
     qmp,
+    controlSocket,
     serialLog: model.serial.log ?? join(runDir, 'serial.log'),
     firmware,
     disks,

@@ -78,7 +78,7 @@ export class Vm {
       void p.wait().then(() => exitController.abort(new Error('QEMU exited')));
       try {
         qmp = await QmpClient.connect(
-          plan.qmp.kind === 'unix' ? { path: plan.qmp.path } : plan.qmp,
+          { path: plan.controlSocket },
           {
             connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
             signal: options.signal

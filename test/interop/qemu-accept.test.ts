@@ -148,17 +148,16 @@ async function checkMachine(qmp: QmpClient, m: VmModel): Promise<void> {
   }
 
   // Memory: backends and their sizes, DIMMs.
-  const memdevs =
-    await qmp.execute<
-      {
-        id?: string;
-        size: number;
-        share: boolean;
-        prealloc: boolean;
-        'host-nodes': number[];
-        policy: string;
-      }[]
-    >('query-memdev');
+  const memdevs = await qmp.execute<
+    {
+      id?: string;
+      size: number;
+      share: boolean;
+      prealloc: boolean;
+      'host-nodes': number[];
+      policy: string;
+    }[]
+  >('query-memdev');
   const ram = memdevs.filter((d) => !d.id?.startsWith('mem-dimm'));
   if (m.memory.numa.length > 0 || m.memory.backendExplicit) {
     expect(ram.reduce((s, d) => s + d.size, 0)).toBe(m.memory.size);

@@ -132,7 +132,8 @@ export async function runVm(
     if (exit.code !== 0) throw new QemuExitError(vm.plan.binary, exit, vm.process.stderrTail());
     say(`QEMU ${describeExit(exit)} after ${elapsed()}`);
   } finally {
-    if (!opts.keepRunning) await vm.close();
+    // On failure there is no guest worth waiting for: straight to quit.
+    if (!opts.keepRunning) await vm.stop({ powerdownTimeoutMs: 0 });
   }
 }
 

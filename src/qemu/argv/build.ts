@@ -170,6 +170,17 @@ export function buildArgs(plan: LaunchPlan): string[] {
         ]),
   );
   args.push('-mon', 'chardev=qmp0,mode=control');
+  // vmforge's own monitor, so the one above stays free for the user while vmforge runs.
+  args.push(
+    '-chardev',
+    opts('socket', [
+      ['id', 'qmp-vmforge'],
+      ['path', plan.controlSocket],
+      ['server', true],
+      ['wait', false],
+    ]),
+  );
+  args.push('-mon', 'chardev=qmp-vmforge,mode=control');
 
   if (m.rtc)
     args.push(

@@ -101,7 +101,12 @@ export class QmpClient {
       try {
         const socket = await openSocket(target);
         const client = new QmpClient(socket, socket, options);
-        await client.handshake(Math.max(1000, deadline - Date.now()));
+        try {
+          await client.handshake(Math.max(1000, deadline - Date.now()));
+        } catch (err) {
+          client.destroy();
+          throw err;
+        }
         return client;
       } catch (err) {
         const code = (err as { code?: string }).code;
