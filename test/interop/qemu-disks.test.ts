@@ -64,18 +64,17 @@ describeWithTools(
       );
       const vm = await Vm.launch(model, { paused: true, providers: { images: qemuImgImages() } });
       try {
-        const [info] =
-          await vm.qmp.execute<
-            {
-              qdev: string;
-              inserted: {
-                drv: string;
-                ro: boolean;
-                backing_file_depth: number;
-                image: { 'backing-image'?: { filename: string; format: string } };
-              };
-            }[]
-          >('query-block');
+        const [info] = await vm.qmp.execute<
+          {
+            qdev: string;
+            inserted: {
+              drv: string;
+              ro: boolean;
+              backing_file_depth: number;
+              image: { 'backing-image'?: { filename: string; format: string } };
+            };
+          }[]
+        >('query-block');
         expect(info!.inserted).toMatchObject({ drv: 'qcow2', ro: false, backing_file_depth: 1 });
         expect(info!.inserted.image['backing-image']).toMatchObject({
           filename: base,
@@ -155,17 +154,16 @@ describeWithTools(
       });
       const vm = await Vm.launch(model, { paused: true, providers: { images: qemuImgImages() } });
       try {
-        const [info] =
-          await vm.qmp.execute<
-            {
-              qdev: string;
-              inserted: {
-                drv: string;
-                backing_file_depth: number;
-                image: { 'backing-image'?: { filename: string } };
-              };
-            }[]
-          >('query-block');
+        const [info] = await vm.qmp.execute<
+          {
+            qdev: string;
+            inserted: {
+              drv: string;
+              backing_file_depth: number;
+              image: { 'backing-image'?: { filename: string } };
+            };
+          }[]
+        >('query-block');
         expect(info!.inserted).toMatchObject({ drv: 'qcow2', backing_file_depth: 1 });
         expect(info!.inserted.image['backing-image']?.filename).toBe(
           `nbd://127.0.0.1:${port}/data`,

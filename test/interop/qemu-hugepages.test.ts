@@ -9,7 +9,9 @@
 import { describe, it } from 'vitest';
 
 describe('huge-page backed guest (pending src/hugetlbfs)', () => {
-  it.todo('starts with 2 MiB pages reserved and mounted through src/hugetlbfs; QMP shows the backend on the mount');
+  it.todo(
+    'starts with 2 MiB pages reserved and mounted through src/hugetlbfs; QMP shows the backend on the mount',
+  );
   it.todo('memfd backend with hugetlb=on needs no mount; QMP shows hugetlb and the page size');
   it.todo('a short pool fails before QEMU starts, naming the shortfall');
 });
