@@ -20,12 +20,8 @@ export {
   type PlannedDisk,
 } from './plan.js';
 export { buildArgs, buildArgv } from './argv/build.js';
-export {
-  debianFirmwareProvider,
-  interimDiskImages,
-  interimHugepagePlanner,
-  defaultProviders,
-} from './interim.js';
+export { debianFirmwareProvider } from './interim.js';
+export { defaultProviders, engineDiskImages, hugetlbfsPlanner } from './adapters.js';
 export { QmpClient, type QmpEvent, type QmpGreeting, type QmpTarget } from './qmp/client.js';
 export { QmpCommandError, QmpTimeoutError } from './qmp/errors.js';
 export { QemuProcess, type StopOptions, type StopStep } from './process/qemu-process.js';

@@ -1,19 +1,12 @@
-// Interim providers, used until src/edk2, src/hugetlbfs and the qcow2 engine (src/block/open.ts)
-// are on main. Each does the least that is honest: a fixed table of Debian firmware paths, a
-// magic-number format sniff, and a clear "not yet" for huge pages and snapshot overlays.
-// Replace with the real adapters (see docs/launcher.md "Integration") as those libraries land.
+// Interim firmware provider, used until src/edk2 (issue #5) is on main: a fixed table of the
+// paths Debian's qemu-efi-aarch64 and ovmf packages install, the vars template copied per VM,
+// and the 64 MiB aarch64 pflash size checked (not padded). Replace with an adapter over
+// src/edk2's discovery and `prepare` when it lands (docs/launcher.md "Integration status").
 
-import { copyFile, open, stat } from 'node:fs/promises';
+import { copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EnvironmentError, NotSupportedError, fromSystemError } from '../core/index.js';
-import type {
-  DiskImages,
-  FirmwareProvider,
-  FirmwareRequest,
-  HugepagePlanner,
-  LaunchProviders,
-  PreparedFirmware,
-} from './providers.js';
+import { EnvironmentError, fromSystemError } from '../core/index.js';
+import type { FirmwareProvider, FirmwareRequest, PreparedFirmware } from './providers.js';
 
 const MiB = 1024 * 1024;
 
@@ -87,56 +80,5 @@ export function debianFirmwareProvider(): FirmwareProvider {
       }
       return { code: found.code, vars: found.vars, format: found.format };
     },
-  };
-}
-
-/** Format sniffing by magic (qcow2 "QFI\xfb", else raw) until src/block/open.ts lands. */
-export function interimDiskImages(): DiskImages {
-  return {
-    async probeFormat(path) {
-      let fh;
-      try {
-        fh = await open(path, 'r');
-      } catch (err) {
-        throw fromSystemError(err, `Could not open disk '${path}'`);
-      }
-      try {
-        const buf = Buffer.alloc(4);
-        const { bytesRead } = await fh.read(buf, 0, 4, 0);
-        return bytesRead === 4 && buf.readUInt32BE(0) === 0x514649fb ? 'qcow2' : 'raw';
-      } finally {
-        await fh.close();
-      }
-    },
-    createOverlay() {
-      return Promise.reject(
-        new NotSupportedError(
-          'disks[].snapshot needs the vmforge qcow2 engine (src/qcow2), which is not integrated yet',
-          { code: 'VMF_PENDING_INTEGRATION' },
-        ),
-      );
-    },
-  };
-}
-
-export function interimHugepagePlanner(): HugepagePlanner {
-  return {
-    planBackend() {
-      return Promise.reject(
-        new NotSupportedError(
-          'memory.hugepages needs src/hugetlbfs (vmforge hugepages), which is not integrated yet',
-          { code: 'VMF_PENDING_INTEGRATION' },
-        ),
-      );
-    },
-  };
-}
-
-/** The providers `vmforge run` uses today. */
-export function defaultProviders(): LaunchProviders {
-  return {
-    firmware: debianFirmwareProvider(),
-    hugepages: interimHugepagePlanner(),
-    images: interimDiskImages(),
   };
 }

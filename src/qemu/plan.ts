@@ -7,11 +7,16 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyFile, stat } from 'node:fs/promises';
-import { InvalidArgumentError, fromSystemError } from '../core/index.js';
+import { InvalidArgumentError, fromSystemError, withContext } from '../core/index.js';
 import { resolveAccel, type AccelDecision, type KvmProbe } from './accel.js';
-import { defaultProviders } from './interim.js';
+import { defaultProviders } from './adapters.js';
 import type { DiskModel, MemoryBackendModel, VmModel } from './model.js';
-import type { LaunchProviders, PreparedFirmware, QomObject } from './providers.js';
+import type {
+  HugepageBackendRequest,
+  LaunchProviders,
+  PreparedFirmware,
+  QomObject,
+} from './providers.js';
 
 export interface PlanOptions {
   providers?: Partial<LaunchProviders>;
@@ -147,7 +152,7 @@ export async function planLaunch(model: VmModel, options: PlanOptions = {}): Pro
   }
 
   const disks: PlannedDisk[] = [];
-  for (const d of model.disks) {
+  const planDisk = async (d: DiskModel): Promise<PlannedDisk> => {
     let format = d.format;
     if (format === undefined) {
       // NBD exports carry raw guest data unless told otherwise (qemu-nbd serves the decoded image).
@@ -168,7 +173,14 @@ export async function planLaunch(model: VmModel, options: PlanOptions = {}): Pro
         });
       }
     }
-    disks.push({ model: d, format, overlay });
+    return { model: d, format, overlay };
+  };
+  for (const [i, d] of model.disks.entries()) {
+    try {
+      disks.push(await planDisk(d));
+    } catch (err) {
+      throw withContext(err, `disks[${i}]`);
+    }
   }
 
   const memory = await planMemory(model, providers, dryRun);
@@ -208,63 +220,87 @@ async function planMemory(
 ): Promise<MemoryPlan> {
   const mem = model.memory;
   const backend = mem.backend;
-  const make = (
-    id: string,
-    size: number,
-    hostNodes?: number[],
-    policy?: string,
-  ): Promise<QomObject> => backendObject(providers, backend, id, size, dryRun, hostNodes, policy);
-  const plan: MemoryPlan = { machineBackend: undefined, nodeBackends: [], dimmBackends: [] };
+  // Regions of guest RAM that need an explicit backend object: [id, size, hostNodes, policy].
+  type Region = {
+    id: string;
+    size: number;
+    hostNodes?: number[] | undefined;
+    policy?: string | undefined;
+  };
+  const ram: (Region | undefined)[] = [];
   if (mem.numa.length > 0) {
     for (const n of mem.numa) {
-      plan.nodeBackends.push(
-        n.memory === 0 ? undefined : await make(`ram-node${n.id}`, n.memory, n.hostNodes, n.policy),
+      ram.push(
+        n.memory === 0
+          ? undefined
+          : { id: `ram-node${n.id}`, size: n.memory, hostNodes: n.hostNodes, policy: n.policy },
       );
     }
   } else if (mem.backendExplicit || backend.kind !== 'ram') {
-    plan.machineBackend = await make('ram0', mem.size);
+    ram.push({ id: 'ram0', size: mem.size });
   }
-  for (const d of mem.dimms) {
-    if (d.type === 'nvdimm') {
-      plan.dimmBackends.push({
-        'qom-type': 'memory-backend-file',
-        id: `mem-${d.id}`,
-        size: d.size,
-        'mem-path': d.path,
-        share: true,
-      });
-    } else if (backend.kind === 'hugepages' || backend.kind === 'memfd') {
-      plan.dimmBackends.push(await make(`mem-${d.id}`, d.size));
-    } else {
-      plan.dimmBackends.push({ 'qom-type': 'memory-backend-ram', id: `mem-${d.id}`, size: d.size });
-    }
+  // DIMMs follow the RAM backend for memfd and huge pages; nvdimms are files; others plain RAM.
+  const dimmRegions: Region[] = mem.dimms.map((d) => ({ id: `mem-${d.id}`, size: d.size }));
+  const followsRam = (i: number): boolean =>
+    mem.dimms[i]!.type !== 'nvdimm' && (backend.kind === 'hugepages' || backend.kind === 'memfd');
+
+  let objects: Map<string, QomObject>;
+  const wanted: Region[] = [
+    ...ram.filter((r): r is Region => r !== undefined),
+    ...dimmRegions.filter((_, i) => followsRam(i)),
+  ];
+  if (backend.kind === 'hugepages') {
+    const planned = await providers.hugepages.planBackends(
+      wanted.map((r) => ({
+        id: r.id,
+        size: r.size,
+        pageSize: backend.pageSize,
+        backend: backend.backend,
+        prealloc: backend.prealloc,
+        share: backend.share,
+        mount: backend.mount,
+        hostNodes: r.hostNodes,
+        policy: r.policy as HugepageBackendRequest['policy'],
+        dryRun,
+      })),
+    );
+    objects = new Map(planned.map((o) => [o.id, o]));
+  } else {
+    objects = new Map(
+      wanted.map((r) => [r.id, plainBackend(backend, r.id, r.size, r.hostNodes, r.policy)]),
+    );
   }
-  return plan;
+  const get = (id: string): QomObject => {
+    const o = objects.get(id);
+    if (!o) throw new Error(`memory planner returned no backend '${id}'`);
+    return o;
+  };
+  return {
+    machineBackend: mem.numa.length === 0 && ram[0] ? get('ram0') : undefined,
+    nodeBackends: mem.numa.length > 0 ? ram.map((r) => (r ? get(r.id) : undefined)) : [],
+    dimmBackends: mem.dimms.map((d, i) =>
+      d.type === 'nvdimm'
+        ? {
+            'qom-type': 'memory-backend-file',
+            id: `mem-${d.id}`,
+            size: d.size,
+            'mem-path': d.path,
+            share: true,
+          }
+        : followsRam(i)
+          ? get(`mem-${d.id}`)
+          : { 'qom-type': 'memory-backend-ram', id: `mem-${d.id}`, size: d.size },
+    ),
+  };
 }
 
-function backendObject(
-  providers: LaunchProviders,
-  b: MemoryBackendModel,
+function plainBackend(
+  b: Exclude<MemoryBackendModel, { kind: 'hugepages' }>,
   id: string,
   size: number,
-  dryRun: boolean,
   hostNodes: number[] | undefined,
   policy: string | undefined,
-): Promise<QomObject> {
-  if (b.kind === 'hugepages') {
-    return providers.hugepages.planBackend({
-      id,
-      size,
-      pageSize: b.pageSize,
-      backend: b.backend,
-      prealloc: b.prealloc,
-      share: b.share,
-      mount: b.mount,
-      hostNodes,
-      policy: policy as 'default' | 'preferred' | 'bind' | 'interleave' | undefined,
-      dryRun,
-    });
-  }
+): QomObject {
   const type = {
     ram: 'memory-backend-ram',
     memfd: 'memory-backend-memfd',
@@ -276,5 +312,5 @@ function backendObject(
   if (b.prealloc) obj['prealloc'] = true;
   if (hostNodes) obj['host-nodes'] = hostNodes;
   if (policy) obj['policy'] = policy;
-  return Promise.resolve(obj);
+  return obj;
 }

@@ -58,8 +58,12 @@ export interface HugepageBackendRequest {
 }
 
 export interface HugepagePlanner {
-  /** The memory-backend-file/-memfd object for a huge-page backed RAM region. */
-  planBackend(request: HugepageBackendRequest): Promise<QomObject>;
+  /**
+   * The memory-backend-file/-memfd objects for all of a guest's huge-page backed RAM regions
+   * (whole RAM, or each NUMA node and DIMM), in request order. Planned together so the pool is
+   * checked against the guest's total, and per host node.
+   */
+  planBackends(requests: HugepageBackendRequest[]): Promise<QomObject[]>;
 }
 
 export type ImageLocation = { kind: 'file'; path: string } | { kind: 'nbd'; uri: string };

@@ -14,17 +14,18 @@ import {
   type VmModel,
 } from '../../src/qemu/index.js';
 import { FEATURE_SPECS, type FeatureFile } from '../qemu/feature-specs.js';
-import { qemuImgImages } from '../qemu/qemu-img-images.js';
+import { createImage } from '../../src/image/index.js';
 import { run } from '../support/run.js';
 import { tempDir } from '../support/tmp.js';
 import { describeWithTools } from '../support/tools.js';
+
+const MiB = 1024 * 1024;
 
 async function makeFile(dir: string, f: FeatureFile): Promise<void> {
   const p = join(dir, f.path);
   if (f.kind === 'dir') await mkdir(p, { recursive: true });
   else if (f.kind === 'qcow2') {
-    const r = await run('qemu-img', ['create', '-q', '-f', 'qcow2', p, String(f.size)]);
-    expect(r.code, r.stderr).toBe(0);
+    await createImage(p, { format: 'qcow2', size: f.size ?? MiB }); // made by vmforge
   } else if (f.kind === 'dtb') {
     const r = await run('qemu-system-aarch64', [
       '-machine',
@@ -239,11 +240,7 @@ describeWithTools(
         const dir = await tempDir('vmforge-accept-');
         for (const file of f.files ?? []) await makeFile(dir, file);
         const model = resolveModelPaths(normalizeSpec(structuredClone(f.spec)), dir);
-        const vm = await Vm.launch(model, {
-          paused: true,
-          runDir: join(dir, 'run'),
-          providers: { images: qemuImgImages() },
-        });
+        const vm = await Vm.launch(model, { paused: true, runDir: join(dir, 'run') });
         try {
           await checkMachine(vm.qmp, model);
         } finally {

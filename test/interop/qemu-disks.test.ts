@@ -1,13 +1,15 @@
-// Disks from other sources: a throwaway snapshot overlay (the original is never written), and
+// Disks from other sources: a throwaway snapshot overlay made by the vmforge engine (the original
+// is never written), a qcow2 whose backing format is not recorded (refused, never probed), and
 // NBD exports over a unix socket (a full UEFI boot from it) and TCP (overlay on top). The NBD
-// server is qemu-nbd and the overlay maker qemu-img for now; `vmforge nbd` and the vmforge qcow2
-// engine replace them once they are on main.
+// server is qemu-nbd and the overlay over NBD is made by qemu-img until `vmforge nbd` and its
+// client (src/nbd) are on main.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createImage } from '../../src/image/index.js';
 import { normalizeSpec, resolveModelPaths, Vm } from '../../src/qemu/index.js';
 import { makeUefiDisk, MARKER_RE, MARKER_SCRIPT } from '../qemu/fat-disk.js';
 import { qemuImgImages } from '../qemu/qemu-img-images.js';
@@ -62,7 +64,7 @@ describeWithTools(
         }),
         dir,
       );
-      const vm = await Vm.launch(model, { paused: true, providers: { images: qemuImgImages() } });
+      const vm = await Vm.launch(model, { paused: true }); // overlay made by the vmforge engine
       try {
         const [info] = await vm.qmp.execute<
           {
@@ -98,6 +100,19 @@ describeWithTools(
       }
       expect((await readFile(base)).every((b) => b === 0x11)).toBe(true);
       expect(await exists(vm.plan.runDir)).toBe(false);
+    });
+
+    it('refuses a backing file whose format is not recorded, before QEMU starts', async () => {
+      const base = join(dir, 'noformat-base.raw');
+      await writeFile(base, Buffer.alloc(1024 * 1024));
+      const top = join(dir, 'noformat-top.qcow2');
+      // qemu-img 7.2 no longer writes such images; old ones are still around.
+      await createImage(top, { format: 'qcow2', backingFile: base, size: 1024 * 1024 });
+      expect((await run('qemu-img', ['info', top])).stdout).not.toMatch(/backing file format/);
+      const model = normalizeSpec({ arch: 'x86_64', accel: 'tcg', firmware: 'bios', disks: [top] });
+      await expect(Vm.launch(model, { paused: true })).rejects.toThrow(
+        `disks[0]: backing file '${base}' of '${top}' has no recorded format, and vmforge does not let QEMU probe it`,
+      );
     });
 
     it('boots under UEFI from an NBD export on a unix socket (nbd+unix://)', async () => {

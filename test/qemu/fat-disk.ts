@@ -1,15 +1,17 @@
-// A disk holding a FAT file system whose startup.nsh the UEFI shell runs at boot (made with
-// Debian's mtools/dosfstools until vmforge can build the image itself).
-import { writeFile } from 'node:fs/promises';
+// A disk holding a FAT file system whose startup.nsh the UEFI shell runs at boot. The file
+// system is made with Debian's mtools/dosfstools; the qcow2 image holding it is made and
+// written by the vmforge image engine (createImage + openImage), not by qemu-img.
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { createImage, openImage } from '../../src/image/index.js';
 import { run } from '../support/run.js';
 
 /** The marker as printed, and the startup.nsh line that prints it without echoing it whole. */
 export const MARKER = 'vmforge boot marker';
 export const MARKER_RE = 'vmforge boot marker';
 
-/** Build `name`.raw with startup.nsh = `lines`, and convert it to `name`.qcow2; returns paths. */
+/** Build `name`.raw with startup.nsh = `lines`, and copy it into a vmforge-made `name`.qcow2. */
 export async function makeUefiDisk(
   dir: string,
   name: string,
@@ -22,11 +24,21 @@ export async function makeUefiDisk(
   for (const [cmd, args] of [
     ['mkfs.fat', ['-C', '-n', 'VMFORGE', raw, '16384']],
     ['mcopy', ['-i', raw, nsh, '::/startup.nsh']],
-    ['qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]],
   ] as const) {
     const r = await run(cmd, [...args]);
     expect(r.code, `${cmd}: ${r.stderr}`).toBe(0);
   }
+  const bytes = await readFile(raw);
+  await createImage(qcow2, { format: 'qcow2', size: bytes.length });
+  const dev = await openImage(qcow2, { format: 'qcow2', readOnly: false });
+  try {
+    await dev.write(bytes, 0);
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+  const check = await run('qemu-img', ['check', '-q', qcow2]);
+  expect(check.code, check.stdout + check.stderr).toBe(0);
   return { raw, qcow2 };
 }
 

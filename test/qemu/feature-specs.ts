@@ -284,6 +284,7 @@ export const FEATURE_SPECS: FeatureSpec[] = [
       smp: 2,
     },
     accept: false,
-    acceptNote: 'pending src/hugetlbfs: test/interop/qemu-hugepages.test.ts',
+    acceptNote:
+      'needs huge pages reserved and mounted: test/interop/qemu-hugepages.test.ts does that',
   },
 ];

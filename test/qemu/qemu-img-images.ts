@@ -1,11 +1,11 @@
-// DiskImages backed by the real qemu-img, for tests only, until the vmforge qcow2 engine
-// (src/qcow2 + src/block/open.ts) is on main and the launcher's default uses it.
-import { interimDiskImages, type DiskImages } from '../../src/qemu/index.js';
+// DiskImages whose overlays the real qemu-img makes: for tests of overlays over NBD, until
+// vmforge's NBD client (src/nbd) lets the vmforge engine open an nbd:// backing file.
+import { engineDiskImages, type DiskImages } from '../../src/qemu/index.js';
 import { run } from '../support/run.js';
 
 export function qemuImgImages(): DiskImages {
   return {
-    probeFormat: interimDiskImages().probeFormat,
+    probeFormat: engineDiskImages().probeFormat,
     async createOverlay(req) {
       const backing = req.backing.kind === 'file' ? req.backing.path : req.backing.uri;
       const r = await run('qemu-img', [
