@@ -2,4 +2,5 @@
 // (nbd, firmware, hugepages, run and qmp add one line each.)
 export {};
 import './hugepages/index.js';
+import './io-cmd/index.js';
 import './run/index.js';

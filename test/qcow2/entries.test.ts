@@ -20,7 +20,9 @@ describe('L2 entries', () => {
   it('classifies standard entries like qcow2_get_cluster_type', () => {
     expect(clusterType(makeEntry(0), std, false)).toBe('unallocated');
     expect(clusterType(makeEntry(0, { zero: true }), std, false)).toBe('zero-plain');
-    expect(clusterType(makeEntry(0x50000, { zero: true, copied: true }), std, false)).toBe('zero-alloc');
+    expect(clusterType(makeEntry(0x50000, { zero: true, copied: true }), std, false)).toBe(
+      'zero-alloc',
+    );
     expect(clusterType(makeEntry(0x50000, { copied: true }), std, false)).toBe('normal');
     // Offset 0 with COPIED is a real cluster in an external data file.
     expect(clusterType(makeEntry(0, { copied: true }), std, true)).toBe('normal');
@@ -66,7 +68,7 @@ describe('L2 entries', () => {
 describe('refcounts', () => {
   it.each([0, 1, 2, 3, 4, 5, 6])('get/set round-trip at order %i', (order) => {
     const block = new Uint8Array(4096);
-    const max = order >= 6 ? 2 ** 53 - 1 : 2 ** 2 ** order - 1;
+    const max = order >= 6 ? 2 ** 53 - 1 : 2 ** (2 ** order) - 1;
     const values = [0, 1, max, Math.floor(max / 2)];
     values.forEach((v, i) => setRefcount(block, i * 3 + 1, order, v));
     values.forEach((v, i) => expect(getRefcount(block, i * 3 + 1, order)).toBe(v));
@@ -84,6 +86,10 @@ describe('refcounts', () => {
 
   it('metadata size matches QEMU for a 1 TiB image (qcow2_refcount_metadata_size)', () => {
     // 1 TiB of 64 KiB clusters: 16 Mi clusters, 512 refblocks, 1 reftable cluster.
-    expect(refcountMetadataSize(2 ** 24, 65536, 4, false)).toEqual({ bytes: (513 + 1) * 65536, blocks: 513, tableClusters: 1 });
+    expect(refcountMetadataSize(2 ** 24, 65536, 4, false)).toEqual({
+      bytes: (513 + 1) * 65536,
+      blocks: 513,
+      tableClusters: 1,
+    });
   });
 });

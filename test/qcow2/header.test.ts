@@ -22,12 +22,26 @@ function freshHeader(): Uint8Array {
 describe('qcow2 header codec', () => {
   it('decodes the fields and round-trips through encode (incl. feature table)', () => {
     const h = decodeHeader(freshHeader());
-    expect(h).toMatchObject({ version: 3, clusterBits: 16, size: 64 << 20, l1Size: 1, l1TableOffset: 0x30000, refcountOrder: 4, headerLength: 112 });
+    expect(h).toMatchObject({
+      version: 3,
+      clusterBits: 16,
+      size: 64 << 20,
+      l1Size: 1,
+      l1TableOffset: 0x30000,
+      refcountOrder: 4,
+      headerLength: 112,
+    });
     const enc = encodeHeader(h);
     const again = decodeHeader(enc);
     expect(again.featureTable.map((f) => f.name)).toEqual([
-      'dirty bit', 'corrupt bit', 'external data file', 'compression type', 'extended L2 entries',
-      'lazy refcounts', 'bitmaps', 'raw external data',
+      'dirty bit',
+      'corrupt bit',
+      'external data file',
+      'compression type',
+      'extended L2 entries',
+      'lazy refcounts',
+      'bitmaps',
+      'raw external data',
     ]);
     expect(encodeHeader(again)).toEqual(enc);
   });
@@ -38,11 +52,20 @@ describe('qcow2 header codec', () => {
     v.setUint32(100, 120); // 8 unknown bytes after the known header
     raw.set([1, 2, 3, 4, 5, 6, 7, 8], 112);
     let p = 120;
-    v.setUint32(p, 0xe2792aca); v.setUint32(p + 4, 5); raw.set(Buffer.from('qcow2'), p + 8); p += 16;
-    v.setUint32(p, 0x12345678); v.setUint32(p + 4, 3); raw.set([9, 9, 9], p + 8); p += 16;
-    v.setUint32(p, 0); v.setUint32(p + 4, 0); p += 8;
+    v.setUint32(p, 0xe2792aca);
+    v.setUint32(p + 4, 5);
+    raw.set(Buffer.from('qcow2'), p + 8);
+    p += 16;
+    v.setUint32(p, 0x12345678);
+    v.setUint32(p + 4, 3);
+    raw.set([9, 9, 9], p + 8);
+    p += 16;
+    v.setUint32(p, 0);
+    v.setUint32(p + 4, 0);
+    p += 8;
     raw.set(Buffer.from('base.img'), p);
-    v.setBigUint64(8, BigInt(p)); v.setUint32(16, 8);
+    v.setBigUint64(8, BigInt(p));
+    v.setUint32(16, 8);
     const h = decodeHeader(raw);
     expect(h.backingFile).toBe('base.img');
     expect(h.backingFormat).toBe('qcow2');
@@ -55,15 +78,60 @@ describe('qcow2 header codec', () => {
   });
 
   it.each([
-    ['bad magic', (v: DataView) => v.setUint32(0, 0x12345678), 'Image is not in qcow2 format', CorruptImageError],
-    ['version 9', (v: DataView) => v.setUint32(4, 9), 'Unsupported qcow2 version 9', NotSupportedError],
-    ['cluster_bits 8', (v: DataView) => v.setUint32(20, 8), 'Unsupported cluster size: 2^8', CorruptImageError],
-    ['cluster_bits 22', (v: DataView) => v.setUint32(20, 22), 'Unsupported cluster size: 2^22', CorruptImageError],
-    ['short v3 header', (v: DataView) => v.setUint32(100, 100), 'qcow2 header too short', CorruptImageError],
-    ['refcount_order 7', (v: DataView) => v.setUint32(96, 7), 'Reference count entry width too large; may not exceed 64 bits', CorruptImageError],
-    ['backing offset beyond cluster', (v: DataView) => v.setBigUint64(8, 1n << 20n), 'Invalid backing file offset', CorruptImageError],
-    ['zstd without the incompatible bit', (v: DataView) => v.setUint8(104, 1), 'qcow2: Compression type incompatible feature bit must be set', CorruptImageError],
-    ['unknown compression type', (v: DataView) => v.setUint8(104, 7), 'qcow2: unknown compression type: 7', NotSupportedError],
+    [
+      'bad magic',
+      (v: DataView) => v.setUint32(0, 0x12345678),
+      'Image is not in qcow2 format',
+      CorruptImageError,
+    ],
+    [
+      'version 9',
+      (v: DataView) => v.setUint32(4, 9),
+      'Unsupported qcow2 version 9',
+      NotSupportedError,
+    ],
+    [
+      'cluster_bits 8',
+      (v: DataView) => v.setUint32(20, 8),
+      'Unsupported cluster size: 2^8',
+      CorruptImageError,
+    ],
+    [
+      'cluster_bits 22',
+      (v: DataView) => v.setUint32(20, 22),
+      'Unsupported cluster size: 2^22',
+      CorruptImageError,
+    ],
+    [
+      'short v3 header',
+      (v: DataView) => v.setUint32(100, 100),
+      'qcow2 header too short',
+      CorruptImageError,
+    ],
+    [
+      'refcount_order 7',
+      (v: DataView) => v.setUint32(96, 7),
+      'Reference count entry width too large; may not exceed 64 bits',
+      CorruptImageError,
+    ],
+    [
+      'backing offset beyond cluster',
+      (v: DataView) => v.setBigUint64(8, 1n << 20n),
+      'Invalid backing file offset',
+      CorruptImageError,
+    ],
+    [
+      'zstd without the incompatible bit',
+      (v: DataView) => v.setUint8(104, 1),
+      'qcow2: Compression type incompatible feature bit must be set',
+      CorruptImageError,
+    ],
+    [
+      'unknown compression type',
+      (v: DataView) => v.setUint8(104, 7),
+      'qcow2: unknown compression type: 7',
+      NotSupportedError,
+    ],
   ] as const)('refuses %s', (_name, patch, message, cls) => {
     const raw = freshHeader();
     patch(new DataView(raw.buffer));
@@ -72,15 +140,19 @@ describe('qcow2 header codec', () => {
   });
 
   it('names unknown incompatible features from the feature table', () => {
-    expect(unsupportedFeatureMessage([{ type: 0, bit: 5, name: 'shiny' }], (1n << 5n) | (1n << 9n))).toBe(
-      'Unsupported qcow2 feature(s): shiny, Unknown incompatible feature: 200',
-    );
+    expect(
+      unsupportedFeatureMessage([{ type: 0, bit: 5, name: 'shiny' }], (1n << 5n) | (1n << 9n)),
+    ).toBe('Unsupported qcow2 feature(s): shiny, Unknown incompatible feature: 200');
     const raw = freshHeader();
     new DataView(raw.buffer).setBigUint64(72, 1n << 40n);
-    expect(() => decodeHeader(raw)).toThrow('Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000000');
+    expect(() => decodeHeader(raw)).toThrow(
+      'Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000000',
+    );
   });
 
   it('reports a truncated header by field', () => {
-    expect(() => decodeHeader(freshHeader().subarray(0, 30))).toThrow(/truncated qcow2 header field size/);
+    expect(() => decodeHeader(freshHeader().subarray(0, 30))).toThrow(
+      /truncated qcow2 header field size/,
+    );
   });
 });
