@@ -49,14 +49,18 @@ describeWithTools(TOOLS, 'vmforge run: UEFI boot to a marker', () => {
     expect((await stat(join(dir, 'arm.log'))).size).toBeGreaterThan(0);
   });
 
-  it('x86_64 q35: exits 0 once the marker is on the serial console', async () => {
+  it('x86_64 q35: exits 0 once the marker is on the serial console (also shown on stdout)', async () => {
     const before = await runDirs();
-    const s = await spec('x86', `arch: x86_64\nmachine: q35\nmemory: 512M\ndisks: [${disk}]\n`);
+    const s = await spec(
+      'x86',
+      `arch: x86_64\nmachine: q35\nmemory: 512M\ndisks: [${disk}]\nserial: { console: true }\n`,
+    );
     const r = await runBin('vmforge', ['run', s, '--wait-for', MARKER_RE, '--timeout', '120'], {
       timeoutMs: 150_000,
     });
     expect(r.stderr).toMatch(/matched "vmforge boot marker"/);
     expect(r.code).toBe(0);
+    expect(r.stdout).toContain('vmforge boot marker'); // serial console on vmforge's stdout
     expect(await runDirs()).toEqual(before); // run directory removed
   });
 

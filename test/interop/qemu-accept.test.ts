@@ -198,11 +198,25 @@ async function checkMachine(qmp: QmpClient, m: VmModel): Promise<void> {
     ...(m.machine.family === 'virt' && m.disks.some((d) => d.interface === 'ide') ? ['ahci0'] : []),
     ...m.networks.map((n) => `nic-${n.id}`),
     ...m.shares.map((s) => `dev-${s.id}`),
+    ...(m.display.kind !== 'none' && m.arch === 'aarch64' ? ['video0', 'usb0'] : []),
   ];
+  if (m.display.kind !== 'none' && m.arch === 'x86_64') expect(ids).toContain('video0'); // VGA on pcie.0
   for (const id of pciDevices) await expectOnBus(qmp, id, pcie);
   const rootPorts = [...ids].filter((i) => /^rp\d+$/.test(i));
   expect(rootPorts).toHaveLength(pcie ? pciDevices.length : 0);
   if (!pcie) for (const id of pciDevices) expect(ids).toContain(id);
+
+  if (m.display.kind === 'vnc') {
+    const vnc = await qmp.execute<{ enabled: boolean; host: string; service: string }>('query-vnc');
+    const [host, display] = m.display.vnc.split(/:(?=\d+$)/);
+    expect(vnc).toMatchObject({ enabled: true, host, service: String(5900 + Number(display)) });
+  }
+  for (const n of m.networks) {
+    if (n.kind === 'tap' && n.ifname) {
+      const info = await qmp.hmp('info network');
+      expect(info).toContain(`ifname=${n.ifname}`);
+    }
+  }
 
   // Disks: format, read-only, cache mode; firmware on pflash.
   const blocks = await qmp.execute<BlockInfo[]>('query-block');
@@ -236,6 +250,10 @@ describeWithTools(
     for (const f of FEATURE_SPECS) {
       const title = `${f.name}${f.accept === false ? ` (golden only: ${f.acceptNote})` : ''}`;
       if (f.accept === false) continue;
+      if (f.needsRoot && process.getuid?.() !== 0) {
+        it.skip(`${title} [skipped: needs root for a tap device]`, () => undefined);
+        continue;
+      }
       it(title, async () => {
         const dir = await tempDir('vmforge-accept-');
         for (const file of f.files ?? []) await makeFile(dir, file);

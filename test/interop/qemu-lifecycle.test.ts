@@ -3,6 +3,7 @@
 // when `vmforge run` gets Ctrl-C, and --keep-running leaving a usable VM behind.
 import { spawn } from 'node:child_process';
 import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { hotplugCpu, hotplugMemory, normalizeSpec, QmpClient, Vm } from '../../src/qemu/index.js';
@@ -27,6 +28,14 @@ async function until(what: string, cond: () => Promise<boolean>, ms = 20_000): P
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 const exists = (p: string): Promise<boolean> =>
@@ -137,10 +146,14 @@ describeWithTools(['qemu-system-x86_64'], 'QEMU lifecycle', () => {
     expect(await exists(runDir)).toBe(false);
   });
 
-  it('--keep-running leaves the VM up for vmforge qmp, with its run directory', async () => {
+  it('--keep-running leaves the VM up for vmforge qmp (QMP over TCP), with its run directory', async () => {
     const dir = await tempDir();
     const spec = join(dir, 'vm.yaml');
-    await writeFile(spec, 'name: kept\narch: x86_64\naccel: tcg\nmemory: 256M\n');
+    const port = await freePort();
+    await writeFile(
+      spec,
+      `name: kept\narch: x86_64\naccel: tcg\nmemory: 256M\nqmp: tcp:127.0.0.1:${port}\n`,
+    );
     const r = await runBin('vmforge', ['run', spec, '--keep-running']);
     expect(r.code).toBe(0);
     const m = /VM left running: pid (\d+), QMP (\S+), serial log (\S+), run directory (\S+) /.exec(
@@ -148,11 +161,12 @@ describeWithTools(['qemu-system-x86_64'], 'QEMU lifecycle', () => {
     );
     expect(m, r.stderr).not.toBeNull();
     const [, pid, sock, , runDir] = m!;
+    expect(sock).toBe(`tcp:127.0.0.1:${port}`);
     try {
       expect(await exists(`/proc/${pid}`)).toBe(true);
       const status = await runBin('vmforge', ['qmp', sock!, 'query-status']);
       expect(JSON.parse(status.stdout)).toMatchObject({ status: 'running' });
-      const qmp = await QmpClient.connect({ path: sock! });
+      const qmp = await QmpClient.connect({ host: '127.0.0.1', port });
       await qmp.execute('quit').catch(() => undefined);
       qmp.destroy();
       await until('kept QEMU to exit', async () => !(await exists(`/proc/${pid}`)), 10_000);

@@ -18,6 +18,8 @@ export interface FeatureSpec {
   accept?: boolean;
   /** Why it is not accepted here. */
   acceptNote?: string;
+  /** Needs root (a tap device through /dev/net/tun). */
+  needsRoot?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -259,17 +261,24 @@ export const FEATURE_SPECS: FeatureSpec[] = [
     spec: {
       arch: 'x86_64',
       accel: 'tcg',
-      network: [{ type: 'tap', ifname: 'vmtap0', script: 'ifup.sh' }],
-      display: { type: 'vnc', vnc: '127.0.0.1:42' },
+      network: [{ type: 'tap', ifname: 'vmftap0', mac: '52:54:00:ab:cd:ef' }],
+      display: { type: 'vnc', vnc: '127.0.0.1:77' },
+    },
+    needsRoot: true,
+  },
+  {
+    name: 'x86_64-tap-scripts',
+    spec: {
+      arch: 'x86_64',
+      accel: 'tcg',
+      network: [{ type: 'tap', script: 'ifup.sh', downscript: 'ifdown.sh' }],
     },
     accept: false,
-    acceptNote: 'needs a tap device (CAP_NET_ADMIN and /dev/net/tun)',
+    acceptNote: 'runs host network scripts',
   },
   {
     name: 'aarch64-display',
-    spec: { arch: 'aarch64', accel: 'tcg', display: 'vnc' },
-    accept: false,
-    acceptNote: 'opens a VNC port',
+    spec: { arch: 'aarch64', accel: 'tcg', display: { type: 'vnc', vnc: '127.0.0.1:78' } },
   },
   {
     name: 'x86_64-hugepages',
