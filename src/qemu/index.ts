@@ -25,7 +25,7 @@ export { defaultProviders, engineDiskImages, hugetlbfsPlanner } from './adapters
 export { QmpClient, type QmpEvent, type QmpGreeting, type QmpTarget } from './qmp/client.js';
 export { QmpCommandError, QmpTimeoutError } from './qmp/errors.js';
 export { QemuProcess, type StopOptions, type StopStep } from './process/qemu-process.js';
-export { QemuExitError, QemuStartError, type QemuExit } from './process/errors.js';
+export { QemuExitError, QemuStartError, describeExit, type QemuExit } from './process/errors.js';
 export { SerialLog, SerialTimeoutError, SerialEndedError, stripTerminalCodes } from './serial.js';
 export {
   hotplugCpu,

@@ -17,7 +17,7 @@ import { SerialLog } from './serial.js';
 export interface LaunchOptions extends PlanOptions {
   /** Leave the vCPUs stopped after start (no QMP `cont`). */
   paused?: boolean;
-  /** QEMU outlives this process (own session; the run directory is kept). */
+  /** Spawn QEMU so that it can outlive this process after detach() (own session, stderr to a file). */
   detached?: boolean;
   /** How long QEMU gets to open its QMP socket. @default 30000 */
   connectTimeoutMs?: number;
@@ -53,8 +53,7 @@ export class Vm {
   /** Plan, spawn and start a VM. On any failure everything started so far is torn down. */
   static async launch(model: VmModel, options: LaunchOptions = {}): Promise<Vm> {
     const plan = await planLaunch(model, options);
-    const release =
-      plan.runDirOwned && !options.detached ? removeOnParentExit(plan.runDir) : () => undefined;
+    const release = plan.runDirOwned ? removeOnParentExit(plan.runDir) : () => undefined;
     const sidecars: Virtiofsd[] = [];
     let proc: QemuProcess | undefined;
     let qmp: QmpClient | undefined;
@@ -99,8 +98,7 @@ export class Vm {
       qmp?.destroy();
       await proc?.destroy();
       for (const s of sidecars) await s.stop();
-      if (plan.runDirOwned && !options.detached)
-        await rm(plan.runDir, { recursive: true, force: true });
+      if (plan.runDirOwned) await rm(plan.runDir, { recursive: true, force: true });
       release();
       throw err;
     }

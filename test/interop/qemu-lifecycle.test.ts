@@ -175,4 +175,26 @@ describeWithTools(['qemu-system-x86_64'], 'QEMU lifecycle', () => {
       await rm(runDir!, { recursive: true, force: true });
     }
   });
+
+  it('--keep-running does not keep a VM whose marker never came', async () => {
+    const dir = await tempDir();
+    const qmpSock = join(dir, 'timeout-qmp.sock');
+    const spec = join(dir, 'vm.yaml');
+    await writeFile(
+      spec,
+      `name: notkept\narch: x86_64\naccel: tcg\nmemory: 256M\nqmp: ${qmpSock}\n`,
+    );
+    const r = await runBin('vmforge', [
+      'run',
+      spec,
+      '--keep-running',
+      '--wait-for',
+      'never',
+      '--timeout',
+      '3',
+    ]);
+    expect(r.code).toBe(124);
+    expect(r.stderr).not.toContain('VM left running');
+    expect(await pidsMentioning(qmpSock)).toEqual([]);
+  });
 });

@@ -5,14 +5,15 @@
 import { resolve } from 'node:path';
 import {
   buildArgv,
+  describeExit,
   loadSpec,
+  QemuExitError,
   planLaunch,
   SerialEndedError,
   SerialTimeoutError,
   Vm,
   type LaunchOptions,
 } from '../../qemu/index.js';
-import { describeExit, QemuExitError } from '../../qemu/process/errors.js';
 import { CliExit, usageError, type CliIO } from '../io.js';
 import { collect, Option, type Command } from '../program.js';
 
@@ -92,8 +93,10 @@ export async function runVm(
   const vm = await Vm.launch(model, { ...hooks.launch, detached: opts.keepRunning ?? false });
   if (vm.plan.accelNote) say(vm.plan.accelNote);
   const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(1)} s`;
+  let detached = false;
   const keepRunning = (): void => {
     vm.detach();
+    detached = true;
     const q = vm.plan.qmp;
     say(
       `VM left running: pid ${vm.process.pid}, QMP ${q.kind === 'unix' ? q.path : `tcp:${q.host}:${q.port}`}, serial log ${vm.plan.serialLog}, run directory ${vm.plan.runDir} (remove it when done)`,
@@ -133,7 +136,7 @@ export async function runVm(
     say(`QEMU ${describeExit(exit)} after ${elapsed()}`);
   } finally {
     // On failure there is no guest worth waiting for: straight to quit.
-    if (!opts.keepRunning) await vm.stop({ powerdownTimeoutMs: 0 });
+    if (!detached) await vm.stop({ powerdownTimeoutMs: 0 });
   }
 }
 

@@ -20,7 +20,7 @@ export interface QemuSpawnOptions {
   env?: NodeJS.ProcessEnv;
   /** Connect QEMU's stdin/stdout to ours (serial console on stdio). */
   console?: boolean;
-  /** Keep running after we exit: own session, stderr to `stderrFile`, no parent-exit kill. */
+  /** May keep running after we exit (once detach() is called): own session, stderr to `stderrFile`. */
   detached?: boolean;
   /** With `detached`: where QEMU's stderr goes. */
   stderrFile?: string;
@@ -109,13 +109,12 @@ export class QemuProcess {
         );
       });
     });
-    if (options.detached) {
-      child.unref();
-    } else {
-      proc.#unregister = onParentExit(() => {
-        if (proc.#exit === undefined) child.kill('SIGKILL');
-      });
-    }
+    // Even a detached QEMU dies with us until detach() is called (e.g. Ctrl-C before
+    // --keep-running's marker matched).
+    proc.#unregister = onParentExit(() => {
+      if (proc.#exit === undefined) child.kill('SIGKILL');
+    });
+    if (options.detached) child.unref();
     options.signal?.addEventListener('abort', () => void proc.destroy(), { once: true });
     return proc;
   }
