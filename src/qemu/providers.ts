@@ -32,6 +32,10 @@ export interface PreparedFirmware {
   vars: string;
   /** Format of both images ('raw' or 'qcow2'). */
   format: 'raw' | 'qcow2';
+  /** `-machine` properties the firmware needs (firmware.json requires-smm → smm=on). */
+  machineProperties?: [string, string][];
+  /** `-global` values it needs (e.g. driver=cfi.pflash01,property=secure,value=on). */
+  globals?: string[];
 }
 
 export interface FirmwareProvider {

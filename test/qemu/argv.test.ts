@@ -40,4 +40,31 @@ describe('golden argv', () => {
       'type=1,serial=ds=nocloud;s=http://10.0.2.2:8000/,manufacturer=vmforge,, inc',
     );
   });
+
+  it('applies the machine properties and globals the firmware needs, once', async () => {
+    const providers = fakeProviders();
+    providers.firmware = {
+      locate: (req) =>
+        Promise.resolve({
+          code: '/fw/code.fd',
+          vars: `${req.outDir}/vars.fd`,
+          format: 'raw',
+          machineProperties: [['smm', 'on']],
+          globals: ['driver=cfi.pflash01,property=secure,value=on'],
+        }),
+      prepare(req) {
+        return this.locate(req);
+      },
+    };
+    const model = normalizeSpec({ arch: 'x86_64', firmware: { type: 'uefi', secureBoot: true } });
+    const plan = await planLaunch(model, {
+      providers,
+      runDir: FAKE_RUN_DIR,
+      dryRun: true,
+      accel: { accel: 'tcg', note: undefined },
+    });
+    const argv = buildArgv(plan);
+    expect(argv).toContain('q35,smm=on,pflash0=fw-code,pflash1=fw-vars');
+    expect(argv.filter((a) => a === '-global')).toHaveLength(1);
+  });
 });

@@ -17,6 +17,11 @@ export function buildArgs(plan: LaunchPlan): string[] {
   if (m.uuid) args.push('-uuid', m.uuid);
 
   const machineProps: [string, string | undefined][] = [...m.machine.props];
+  for (const [k, v] of plan.firmware?.machineProperties ?? []) {
+    // What the firmware needs wins over nothing, but the spec's explicit value is kept: a
+    // conflict (smm=off with SMM firmware) then fails in QEMU with its own message.
+    if (!machineProps.some(([key]) => key === k)) machineProps.push([k, v]);
+  }
   if (plan.firmware) machineProps.push(['pflash0', 'fw-code'], ['pflash1', 'fw-vars']);
   if (plan.memory.machineBackend)
     machineProps.push(['memory-backend', plan.memory.machineBackend.id]);
@@ -62,10 +67,12 @@ export function buildArgs(plan: LaunchPlan): string[] {
       '-blockdev',
       json({ driver: fw.format, 'node-name': 'fw-vars', file: 'fw-vars-file' }),
     );
+    const globals = new Set(fw.globals ?? []);
     if (m.firmware.type === 'uefi' && m.firmware.secureBoot && m.arch === 'x86_64') {
       // SMM-protected variable store for the secure-boot OVMF build (OvmfPkg/README).
-      args.push('-global', 'driver=cfi.pflash01,property=secure,value=on');
+      globals.add('driver=cfi.pflash01,property=secure,value=on');
     }
+    for (const g of globals) args.push('-global', g);
   } else if (m.firmware.type === 'bios' && m.firmware.path) {
     args.push('-bios', m.firmware.path);
   }
