@@ -148,6 +148,9 @@ export function buildArgs(plan: LaunchPlan): string[] {
     m.serial.console
       ? opts('stdio', [
           ['id', 'serial0'],
+          // mux=on gives QEMU's console escapes (Ctrl-a x quits, Ctrl-a h helps); signal=off
+          // passes Ctrl-C to the guest, as a serial console should.
+          ['mux', true],
           ['logfile', plan.serialLog],
           ['signal', false],
         ])
