@@ -163,7 +163,10 @@ async function checkMachine(qmp: QmpClient, m: VmModel): Promise<void> {
   if (m.memory.numa.length > 0 || m.memory.backendExplicit) {
     expect(ram.reduce((s, d) => s + d.size, 0)).toBe(m.memory.size);
     for (const n of m.memory.numa.filter((n) => n.memory > 0)) {
-      expect(memdevs.find((d) => d.id === `ram-node${n.id}`)?.size).toBe(n.memory);
+      const dev = memdevs.find((d) => d.id === `ram-node${n.id}`);
+      expect(dev?.size).toBe(n.memory);
+      expect(dev?.['host-nodes']).toEqual(n.hostNodes ?? []);
+      expect(dev?.policy).toBe(n.policy ?? 'default');
     }
     const b = m.memory.backend;
     if (b.kind !== 'hugepages')

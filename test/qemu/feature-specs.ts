@@ -84,7 +84,7 @@ export const FEATURE_SPECS: FeatureSpec[] = [
       memory: {
         size: '1G',
         numa: [
-          { cpus: '0-1', memory: '768M', distances: { 1: 20 } },
+          { cpus: '0-1', memory: '768M', distances: { 1: 20 }, hostNodes: [0], policy: 'bind' },
           { cpus: [2, 3], memory: '256M' },
         ],
       },
@@ -114,7 +114,11 @@ export const FEATURE_SPECS: FeatureSpec[] = [
           { size: '256M', node: 1 },
           { type: 'nvdimm', size: '128M', path: 'nvdimm.img' },
         ],
-        numa: [{ cpus: '0-3', memory: '512M' }, { cpus: '4-7', memory: '512M' }, { memory: 0 }],
+        numa: [
+          { cpus: '0-3', memory: '512M', hostNodes: [0], policy: 'preferred' },
+          { cpus: '4-7', memory: '512M', hostNodes: 0, policy: 'interleave' },
+          { memory: 0 },
+        ],
       },
     },
     files: [{ path: 'nvdimm.img', kind: 'raw', size: 128 * MiB }],
