@@ -3,7 +3,9 @@
 // quit) run against real QEMU in test/interop/qemu-lifecycle.test.ts.
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { QemuProcess, QemuStartError } from '../../src/qemu/index.js';
+import { join } from 'node:path';
+import { QemuProcess, QemuStartError, QmpClient } from '../../src/qemu/index.js';
+import { tempDir } from '../support/tmp.js';
 
 const FAKE = fileURLToPath(new URL('../fixtures/qemu/fake-qemu.mjs', import.meta.url));
 const start = (mode: string) => QemuProcess.start({ binary: process.execPath, args: [FAKE, mode] });
@@ -57,5 +59,30 @@ describe('QemuProcess', () => {
     });
     ac.abort();
     expect((await p.wait()).signal).toBe('SIGKILL');
+  });
+
+  async function withQmp(mode: string) {
+    const sock = join(await tempDir(), 'qmp.sock');
+    const p = await QemuProcess.start({ binary: process.execPath, args: [FAKE, mode, sock] });
+    const qmp = await QmpClient.connect({ path: sock });
+    return { p, qmp };
+  }
+
+  it('stop ends at system_powerdown when the guest powers off', async () => {
+    const { p, qmp } = await withQmp('qmp-powerdown');
+    expect(await p.stop({ qmp, powerdownTimeoutMs: 5000 })).toEqual({
+      step: 'powerdown',
+      exit: { code: 0, signal: null },
+    });
+    qmp.destroy();
+  });
+
+  it('stop moves on to quit when the guest ignores the power button', async () => {
+    const { p, qmp } = await withQmp('qmp-deaf-guest');
+    expect(await p.stop({ qmp, powerdownTimeoutMs: 200 })).toEqual({
+      step: 'quit',
+      exit: { code: 0, signal: null },
+    });
+    qmp.destroy();
   });
 });
