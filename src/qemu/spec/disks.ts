@@ -2,7 +2,7 @@
 // bootindex, cache, aio, discard and serial. Cache modes map onto -blockdev cache.direct /
 // cache.no-flush and the device's write-cache as in qemu-options.hx ("-drive cache=").
 
-import type { CacheMode, DiskInterface, DiskModel, DiskSource, MachineFamily } from '../model.js';
+import type { CacheMode, DiskInterface, DiskModel, DiskSource } from '../model.js';
 import type { Field } from './reader.js';
 import { SpecError } from './reader.js';
 
@@ -10,9 +10,9 @@ export const DISK_INTERFACES = ['virtio-blk', 'virtio-scsi', 'nvme', 'ide'] as c
 export const CACHE_MODES = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'] as const;
 const FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vpc', 'vhdx', 'qed', 'luks'] as const;
 
-export function readDisks(f: Field, family: MachineFamily): DiskModel[] {
+export function readDisks(f: Field): DiskModel[] {
   if (!f.present) return [];
-  const disks = f.arrayOrOne().map((item, i) => readDisk(item, i, family));
+  const disks = f.arrayOrOne().map((item, i) => readDisk(item, i));
   const boot = new Map<number, string>();
   for (const [i, d] of disks.entries()) {
     if (d.bootindex === undefined) continue;
@@ -30,9 +30,9 @@ export function readDisks(f: Field, family: MachineFamily): DiskModel[] {
   return disks;
 }
 
-function readDisk(item: Field, i: number, family: MachineFamily): DiskModel {
+function readDisk(item: Field, i: number): DiskModel {
   if (typeof item.value === 'string') {
-    return finish(item, baseDisk(i, readSource(item, item.value)), family);
+    return finish(item, baseDisk(i, readSource(item, item.value)));
   }
   const o = item.object();
   const pathField = o.opt('path');
@@ -60,13 +60,12 @@ function readDisk(item: Field, i: number, family: MachineFamily): DiskModel {
   }
   const fieldOf = (k: string): Field => o.field(k);
   o.done();
-  return finish(item, disk, family, fieldOf);
+  return finish(item, disk, fieldOf);
 }
 
 function finish(
   item: Field,
   disk: DiskModel,
-  family: MachineFamily,
   fieldOf: (k: string) => Field = () => item,
 ): DiskModel {
   if (disk.media === 'cdrom' && disk.interface !== 'ide' && disk.interface !== 'virtio-scsi') {
@@ -91,7 +90,6 @@ function finish(
   if (disk.snapshot && disk.readonly) {
     fieldOf('snapshot').fail('a snapshot overlay is writable; drop readonly or snapshot');
   }
-  void family;
   return disk;
 }
 

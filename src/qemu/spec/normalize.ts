@@ -67,7 +67,7 @@ export function normalizeSpec(spec: unknown): VmModel {
   const memory = readMemory(o, smp);
   const kernel = readKernel(o, arch);
   const firmware = readFirmware(o, arch, machine, kernel);
-  const disks = readDisks(o.field('disks'), machine.family);
+  const disks = readDisks(o.field('disks'));
   const networks = readNetworks(o.field('network'));
   const shares = readShares(o.field('shares'));
   const model: VmModel = {
