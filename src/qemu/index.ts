@@ -35,3 +35,11 @@ export {
   type HotpluggableCpu,
 } from './hotplug.js';
 export { Vm, type LaunchOptions } from './vm.js';
+export {
+  runDemo,
+  buildDemoImage,
+  demoPrerequisites,
+  DEMO_MARKER,
+  type DemoOptions,
+  type DemoResult,
+} from './demo.js';
