@@ -3,4 +3,5 @@
 export {};
 import './hugepages/index.js';
 import './io-cmd/index.js';
+import './firmware/index.js';
 import './run/index.js';
