@@ -1,9 +1,10 @@
-// The launcher's providers wired to the vmforge libraries: huge pages through src/hugetlbfs
-// (planHugepageBackend) and disk images through the image engine (src/image: probing, backing
-// chains, qcow2 overlays). Firmware still comes from the interim Debian provider until src/edk2
-// is on main (interim.ts).
+// The launcher's providers wired to the vmforge libraries: UEFI firmware through src/edk2
+// (descriptor discovery + per-VM prepare), huge pages through src/hugetlbfs
+// (planHugepageBackend), and disk images through the image engine (src/image: probing, backing
+// chains, qcow2 overlays).
 
 import { open } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   EnvironmentError,
   InvalidArgumentError,
@@ -14,8 +15,11 @@ import {
 import { planHugepageBackend, type HugetlbHost } from '../hugetlbfs/index.js';
 import { createImage, isQcow2, openImage, probeFormat } from '../image/index.js';
 import { resolveRelativeTo } from '../qcow2/index.js';
-import { debianFirmwareProvider } from './interim.js';
+import { findFirmware, prepareFirmware } from '../edk2/index.js';
 import type {
+  FirmwareProvider,
+  FirmwareRequest,
+  PreparedFirmware,
   DiskImages,
   HugepageBackendRequest,
   HugepagePlanner,
@@ -148,10 +152,63 @@ async function checkBackingChain(top: string): Promise<void> {
   throw new EnvironmentError(`backing chain of '${top}' is deeper than ${MAX_CHAIN} images`);
 }
 
+/**
+ * UEFI firmware from src/edk2: the first firmware.json descriptor matching arch, machine and
+ * secure boot (spec false = must not have it), code and vars copied into the run directory,
+ * aarch64 images padded to 64 MiB, plus the -machine/-global settings the descriptor requires.
+ */
+export function edk2FirmwareProvider(): FirmwareProvider {
+  const findOptions = (req: FirmwareRequest) => ({
+    arch: req.arch,
+    machine: req.machine,
+    secureBoot: req.secureBoot,
+    ...(req.signal ? { signal: req.signal } : {}),
+  });
+  return {
+    async locate(req) {
+      // What prepare() will write, without writing it (for --dry-run).
+      const ext = (f: string): string => (f === 'qcow2' ? 'qcow2' : 'fd');
+      let format: string;
+      if (req.code) format = (await sniff(req.code)) === 'qcow2' ? 'qcow2' : 'raw';
+      else format = (await findFirmware(findOptions(req))).code.format;
+      const f = format === 'qcow2' ? 'qcow2' : 'raw';
+      return {
+        code: join(req.outDir, `code.${ext(f)}`),
+        vars: join(req.outDir, `vars.${ext(f)}`),
+        format: f,
+      };
+    },
+    async prepare(req): Promise<PreparedFirmware> {
+      const p = await prepareFirmware({
+        ...findOptions(req),
+        outDir: req.outDir,
+        ...(req.code ? { code: req.code } : {}),
+        ...(req.varsTemplate ? { varsTemplate: req.varsTemplate } : {}),
+      });
+      if (!p.vars) {
+        throw new InvalidArgumentError(
+          `${p.code.from} has no variable store to go with it: set firmware.varsTemplate (the VARS file built with it)`,
+          { code: 'VMF_FIRMWARE_NO_VARS' },
+        );
+      }
+      return {
+        code: p.code.path,
+        vars: p.vars.path,
+        format: p.code.format,
+        machineProperties: p.machineProperties.map((kv): [string, string] => {
+          const eq = kv.indexOf('=');
+          return [kv.slice(0, eq), kv.slice(eq + 1)];
+        }),
+        globals: p.globals,
+      };
+    },
+  };
+}
+
 /** The providers `vmforge run` uses. */
 export function defaultProviders(): LaunchProviders {
   return {
-    firmware: debianFirmwareProvider(),
+    firmware: edk2FirmwareProvider(),
     hugepages: hugetlbfsPlanner(),
     images: engineDiskImages(),
   };

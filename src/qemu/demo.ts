@@ -10,7 +10,7 @@ import { delimiter, join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { EnvironmentError } from '../core/index.js';
 import { createImage, openImage } from '../image/index.js';
-import { debianFirmwareProvider } from './interim.js';
+import { findFirmware, FIRMWARE_PACKAGES } from '../edk2/index.js';
 import type { Arch } from './model.js';
 import { normalizeSpec } from './spec/normalize.js';
 import { Vm } from './vm.js';
@@ -71,17 +71,10 @@ export async function demoPrerequisites(
     }
   }
   try {
-    await debianFirmwareProvider().locate({
-      arch,
-      machine: arch === 'aarch64' ? 'virt' : 'q35',
-      secureBoot: false,
-      code: undefined,
-      varsTemplate: undefined,
-      outDir: tmpdir(),
-    });
-  } catch (err) {
-    missing.push(`UEFI firmware for ${arch} (${(err as Error).message})`);
-    packages.add(arch === 'aarch64' ? 'qemu-efi-aarch64' : 'ovmf');
+    await findFirmware({ arch, secureBoot: false });
+  } catch {
+    missing.push(`UEFI firmware for ${arch}`);
+    packages.add(FIRMWARE_PACKAGES[arch] ?? 'ovmf');
   }
   return { missing, packages: [...packages] };
 }

@@ -20,8 +20,12 @@ export {
   type PlannedDisk,
 } from './plan.js';
 export { buildArgs, buildArgv } from './argv/build.js';
-export { debianFirmwareProvider } from './interim.js';
-export { defaultProviders, engineDiskImages, hugetlbfsPlanner } from './adapters.js';
+export {
+  defaultProviders,
+  edk2FirmwareProvider,
+  engineDiskImages,
+  hugetlbfsPlanner,
+} from './adapters.js';
 export { QmpClient, type QmpEvent, type QmpGreeting, type QmpTarget } from './qmp/client.js';
 export { QmpCommandError, QmpTimeoutError } from './qmp/errors.js';
 export { QemuProcess, type StopOptions, type StopStep } from './process/qemu-process.js';

@@ -3,13 +3,14 @@
 // query-hotpluggable-cpus), memory backends (query-memdev, query-memory-devices), devices
 // behind their root ports (query-pci), disks with their format, read-only and cache flags
 // (query-block), machine and CPU properties (qom-get) — then QEMU is told to quit.
-import { mkdir, writeFile, truncate } from 'node:fs/promises';
+import { mkdir, stat, writeFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import {
   normalizeSpec,
   resolveModelPaths,
   Vm,
+  type LaunchPlan,
   type QmpClient,
   type VmModel,
 } from '../../src/qemu/index.js';
@@ -86,7 +87,7 @@ async function expectOnBus(qmp: QmpClient, id: string, pcie: boolean): Promise<v
   else expect(bus, `${id} on pci.0`).toMatch(/pci\.0$/);
 }
 
-async function checkMachine(qmp: QmpClient, m: VmModel): Promise<void> {
+async function checkMachine(qmp: QmpClient, m: VmModel, plan: LaunchPlan): Promise<void> {
   const status = await qmp.execute<{ status: string }>('query-status');
   expect(status.status).toBe(m.incoming ? 'inmigrate' : 'prelaunch');
   if (m.name) expect(await qmp.execute('query-name')).toEqual({ name: m.name });
@@ -238,11 +239,14 @@ async function checkMachine(qmp: QmpClient, m: VmModel): Promise<void> {
     if (d.source.kind === 'file' && !d.snapshot) expect(ins.file).toBe(d.source.path);
   }
   if (m.firmware.type === 'uefi') {
-    const code = blocks.find((x) => x.inserted?.file.includes('CODE'));
-    expect(code?.inserted?.ro).toBe(true);
-    const vars = blocks.filter((x) => x.inserted?.file.endsWith('VARS.fd'));
-    expect(vars).toHaveLength(1);
-    expect(vars[0]!.inserted!.ro).toBe(false);
+    // Per-VM copies in the run directory (src/edk2 prepare), never the shared templates.
+    const fw = plan.firmware!;
+    expect(fw.vars.startsWith(`${plan.runDir}/`)).toBe(true);
+    expect(blocks.find((x) => x.inserted?.file === fw.code)?.inserted?.ro).toBe(true);
+    expect(blocks.find((x) => x.inserted?.file === fw.vars)?.inserted?.ro).toBe(false);
+    if (m.arch === 'aarch64') {
+      for (const f of [fw.code, fw.vars]) expect((await stat(f)).size).toBe(64 * MiB); // pflash banks
+    }
   }
 }
 
@@ -263,7 +267,7 @@ describeWithTools(
         const model = resolveModelPaths(normalizeSpec(structuredClone(f.spec)), dir);
         const vm = await Vm.launch(model, { paused: true, runDir: join(dir, 'run') });
         try {
-          await checkMachine(vm.qmp, model);
+          await checkMachine(vm.qmp, model, vm.plan);
         } finally {
           const { step, exit } = await vm.stop({ powerdownTimeoutMs: 0 });
           expect(step).toBe('quit');

@@ -132,7 +132,7 @@ describeWithTools(['qemu-system-x86_64'], 'QEMU lifecycle', () => {
     await until('QEMU', async () => (await pidsMentioning(qmpSock)).length > 0);
     const [qemuPid] = await pidsMentioning(qmpSock);
     const cmdline = await readFile(`/proc/${qemuPid}/cmdline`, 'utf8');
-    const runDir = /"filename":"([^"]+)\/VARS\.fd"/.exec(cmdline)![1]!;
+    const runDir = /"filename":"([^"]+)\/vars\.fd"/.exec(cmdline)![1]!;
     expect(await exists(runDir)).toBe(true);
     child.kill('SIGINT');
     expect(await exited).toBe('SIGINT');
