@@ -4,3 +4,4 @@ export {};
 import './hugepages/index.js';
 import './io-cmd/index.js';
 import './firmware/index.js';
+import './run/index.js';
