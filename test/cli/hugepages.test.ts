@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { captureIO } from '../../src/cli/io.js';
 import { runHugepages } from '../../src/cli/hugepages/index.js';
 import { runVmforge } from '../../src/cli/main.js';
-import '../../src/cli/subprograms.js';
+
 import { fixtureHost } from '../support/hugetlb-fixture.js';
 
 async function hp(fixture: string, args: string[], cwd = '/') {

@@ -1,7 +1,6 @@
 // `vmforge firmware …`: list, find, fetch, prepare, build. Thin: parse, call src/edk2, format.
 
 import { Command } from 'commander';
-import { addSubprogram } from '../main.js';
 import { processIO, type CliIO } from '../io.js';
 import { qemuStyle, runProgram, type ToolContext } from '../program.js';
 import { registerBuild } from './build.js';
@@ -34,5 +33,3 @@ export async function runFirmware(rawArgv: string[], io: CliIO = processIO()): P
   }
   return runProgram(program, argv, ctx);
 }
-
-addSubprogram('firmware', 'UEFI firmware: list, find, fetch, prepare, build', runFirmware);

@@ -4,7 +4,6 @@
 
 import { Command } from 'commander';
 import { localHost, type HugetlbHost } from '../../hugetlbfs/index.js';
-import { addSubprogram } from '../main.js';
 import { processIO, type CliIO } from '../io.js';
 import { qemuStyle, runProgram, type ToolContext } from '../program.js';
 import { registerStatus } from './status.js';
@@ -51,7 +50,3 @@ export async function runHugepages(
   }
   return runProgram(program, argv, ctx);
 }
-
-addSubprogram('hugepages', 'huge page pools, hugetlbfs mounts, QEMU memory backends', (a, io) =>
-  runHugepages(a, io),
-);

@@ -6,7 +6,6 @@ import { Command } from 'commander';
 import type { BlockDevice } from '../../block/device.js';
 import { printfFixed, strtosz } from '../../core/index.js';
 import { openImage, type SupportedFormat } from '../../image/open.js';
-import { addSubprogram } from '../main.js';
 import { CliExit, type CliIO } from '../io.js';
 import { collect, qemuStyle, runProgram, type ToolContext } from '../program.js';
 
@@ -146,5 +145,3 @@ export async function runIo(argv: string[], io: CliIO): Promise<number> {
     );
   return runProgram(program, argv, ctx);
 }
-
-addSubprogram('io', 'read and write image data, qemu-io style (-c "write -P 0xab 0 1M")', runIo);

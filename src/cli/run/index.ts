@@ -2,7 +2,6 @@
 // subprograms (src/cli/subprograms.ts imports this file for its side effect).
 
 import { Command } from 'commander';
-import { addSubprogram } from '../main.js';
 import { processIO, type CliIO } from '../io.js';
 import { qemuStyle, runProgram, type ToolContext } from '../program.js';
 import { registerDemo } from './demo.js';
@@ -41,9 +40,3 @@ export async function runDemoCli(rawArgv: string[], io: CliIO = processIO()): Pr
   registerDemo(program, io);
   return runProgram(program, ['demo', ...argv], ctx);
 }
-
-addSubprogram('run', 'boot a VM from a YAML/JSON spec (QEMU launcher)', (a, io) => runRun(a, io));
-addSubprogram('qmp', 'send one QMP command to a running VM', (a, io) => runQmp(a, io));
-addSubprogram('demo', 'build a disk, boot it under UEFI, show the marker', (a, io) =>
-  runDemoCli(a, io),
-);
