@@ -99,6 +99,11 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
       }
       const quiet = Boolean(opts['q']);
       const progress = opts['p'] && !quiet ? progressReporter(ctx.io) : undefined;
+      // Ctrl-C / SIGTERM stop the copy cleanly: the source is only read, a new target is removed.
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       try {
         await convertImages({
           sources: names.slice(0, -1),
@@ -123,8 +128,20 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
             if (!quiet) ctx.io.stderr.write(`vmforge-img: warning: ${m}\n`);
           },
           ...(progress ? { onProgress: progress.update } : {}),
+          signal: abort.signal,
         });
+      } catch (err) {
+        if (abort.signal.aborted) {
+          const target = names[names.length - 1]!;
+          const what = opts['n']
+            ? `'${target}' is partially written`
+            : `removed the partial '${target}'`;
+          throw new CliExit(130, `convert interrupted; ${what}`);
+        }
+        throw err;
       } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
         progress?.end();
       }
     });

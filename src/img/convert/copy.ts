@@ -281,10 +281,10 @@ async function writeChunk(
         write = r.data;
       } else write = !isZero(buf.subarray(0, n * SECTOR));
     }
-    const bytes = buf.subarray(0, n * SECTOR);
+    const bytes = buf.subarray(0, n * SECTOR); // empty for zero/backing chunks
     const offset = sector * SECTOR;
     // The target may end inside the last sector when sizes are not sector multiples.
-    const len = Math.min(bytes.length, t.size - offset);
+    const len = Math.min(n * SECTOR, t.size - offset);
     if (write) {
       if (plan.compressed) {
         await (t as Qcow2Device).writeCompressed(bytes.subarray(0, len), offset, compressed);
@@ -297,7 +297,7 @@ async function writeChunk(
     sector += n;
     count -= n;
     first += n;
-    buf = buf.subarray(n * SECTOR);
+    if (buf.length) buf = buf.subarray(n * SECTOR);
   }
 }
 

@@ -1,6 +1,7 @@
 // qemu-img convert as a library call (qemu-img.c img_convert): option checks with qemu-img's
 // messages, target creation from -O/-o/-B/-F, opening the target, then the copy engine.
 
+import { rm } from 'node:fs/promises';
 import type { BlockDevice } from '../../block/device.js';
 import { InvalidArgumentError, NotSupportedError, withContext } from '../../core/index.js';
 import { createImage } from '../../image/create.js';
@@ -231,6 +232,9 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     target = undefined;
   } catch (err) {
     if (target) await target.close().catch(() => undefined);
+    // A target we created and could not finish is removed (Ctrl-C included): a partial image
+    // is worse than none. An existing target (-n) is left as it is.
+    if (targetCreated) await rm(o.target, { force: true }).catch(() => undefined);
     throw err;
   } finally {
     for (const s of sources) await s.close().catch(() => undefined);
