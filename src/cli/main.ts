@@ -82,9 +82,21 @@ export async function packageVersion(): Promise<string> {
 export async function runBin(which: 'vmforge' | 'img' | 'nbd'): Promise<void> {
   const argv = process.argv.slice(2);
   const io = processIO();
+  // Safety net: if the event loop ever drains while a command is still pending (a promise
+  // nobody will settle), say so and fail instead of exiting 0 with half the work done.
+  let finished = false;
+  const onBeforeExit = () => {
+    if (finished) return;
+    finished = true;
+    io.stderr.write(`vmforge: internal error: exited before the command finished\n`);
+    process.exitCode = 70;
+  };
+  process.on('beforeExit', onBeforeExit);
   let code: number;
   if (which === 'vmforge') code = await runVmforge(argv, io);
   else if (which === 'img') code = await runImg(argv, io);
   else code = await runVmforge(['nbd', ...argv], io);
+  finished = true;
+  process.off('beforeExit', onBeforeExit);
   process.exitCode = code;
 }

@@ -359,10 +359,13 @@ export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<v
         status = 'data';
         buf = take(n * SECTOR).fill(0);
       }
+      if (failed !== undefined) return;
       if (plan.inOrder && writeOffset !== sector) {
+        // Woken by the write before ours, or by wake() when another worker fails.
         await new Promise<void>((resolve) => waiters.set(sector, resolve));
       }
       if (failed !== undefined) return;
+      throwIfAborted(plan.signal);
       await writeChunk(plan, sector, n, buf, status, compressed);
       if (status === 'data') {
         done += n;
