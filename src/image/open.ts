@@ -36,6 +36,12 @@ export interface OpenImageOptions {
   onWarning?: (message: string) => void;
   /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
   cache?: 'writeback' | 'unsafe' | 'writethrough';
+  /**
+   * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
+   * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
+   * closes them.
+   */
+  backingDevices?: ReadonlyMap<string, BlockDevice>;
   /** Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. */
   repairDirty?: Qcow2OpenOptions['repairDirty'];
 }
@@ -102,6 +108,11 @@ async function openInChain(
     });
   }
 
+  if (chain.length > 0 && options.backingDevices) {
+    const real = await realpath(filename).catch(() => filename);
+    const given = options.backingDevices.get(real);
+    if (given) return given;
+  }
   const readOnly = options.readOnly ?? true;
   const storage = await openFile(filename, readOnly, options.cache);
   try {

@@ -436,6 +436,17 @@ export class Refcounts {
     return endOffset;
   }
 
+  /** Replace the whole refcount structure (after the image was emptied or rebuilt). */
+  reset(tableOffset: number, table: number[]): void {
+    this.table = table;
+    this.tableOffset = tableOffset;
+    this.#refblockSet = undefined;
+    this.freeClusterIndex = 0;
+    this.#pendingFrees = [];
+    this.#freeByteOffset = 0;
+    this.cache.clear();
+  }
+
   /** Partly used cluster for compressed data (QEMU's free_byte_offset); 0 = none. */
   #freeByteOffset = 0;
 
