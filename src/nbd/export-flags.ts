@@ -23,7 +23,8 @@ export interface FlagContext {
   structured: boolean;
   /**
    * The server allows more than one client (qemu-nbd: `-e` other than 1). qemu advertises
-   * CAN_MULTI_CONN exactly then; every connection shares one device, so flushes are global.
+   * CAN_MULTI_CONN exactly then, whatever the format: every connection goes through the one
+   * device object (one cache, one file handle), so a flush on any connection covers all of them.
    */
   multipleClients: boolean;
 }
@@ -32,7 +33,7 @@ export function transmissionFlags(exp: NbdExport, ctx: FlagContext): number {
   // FLUSH, FUA and CACHE are always offered: FUA maps to a flush after the write, CACHE to a
   // prefetch read, so every device supports them.
   let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
-  if (ctx.multipleClients && exp.device.capabilities.multiConn) flags |= NBD_FLAG_CAN_MULTI_CONN;
+  if (ctx.multipleClients) flags |= NBD_FLAG_CAN_MULTI_CONN;
   if (exp.readOnly) {
     flags |= NBD_FLAG_READ_ONLY;
   } else {

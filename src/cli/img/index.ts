@@ -2,9 +2,26 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerCommit } from './commit.js';
+import { registerConvert } from './convert.js';
+import { registerCreate } from './create.js';
+import { registerInfo } from './info.js';
+import { registerMap } from './map.js';
+import { registerRebase } from './rebase.js';
+import { registerSnapshot } from './snapshot.js';
+
 type Register = (program: Command, ctx: ToolContext) => void;
 
-const commands: Register[] = [];
+// In qemu-img's order (qemu-img-cmds.hx).
+const commands: Register[] = [
+  registerCommit,
+  registerConvert,
+  registerCreate,
+  registerInfo,
+  registerMap,
+  registerSnapshot,
+  registerRebase,
+];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {
   for (const register of commands) register(program, ctx);

@@ -1,10 +1,10 @@
-// `vmforge nbd` / `vmforge-nbd`: the qemu-nbd compatible daemon and export lister. Registers
-// itself as a subprogram of `vmforge` (src/cli/subprograms.ts imports this file).
+// `vmforge nbd` / `vmforge-nbd`: the qemu-nbd compatible daemon and export lister, loaded on
+// demand as a subprogram of `vmforge` (src/cli/subprograms.ts).
 
 import { InvalidArgumentError, isVmforgeError } from '../../core/index.js';
 import { listNbdExports } from '../../nbd/client.js';
 import type { CliIO } from '../io.js';
-import { addSubprogram, packageVersion } from '../main.js';
+import { packageVersion } from '../main.js';
 import { childStartupStderr, forkDaemon } from './daemon.js';
 import { formatExportList } from './list.js';
 import { createObject, findTlsCreds } from './objects.js';
@@ -88,5 +88,3 @@ export async function runNbd(rawArgv: string[], parentIO: CliIO): Promise<number
     return 1;
   }
 }
-
-addSubprogram('nbd', 'NBD server, qemu-nbd compatible (also: vmforge-nbd)', runNbd);

@@ -1,13 +1,13 @@
-// Open one image for export the way qemu-nbd's blk_new_open does: -f names the format (or it is
-// probed, with QEMU's warning for raw), -r opens read-only, -s puts a throwaway overlay on top,
-// and the block options (--cache, --discard, --detect-zeroes, -o) wrap the result.
+// Open one image for export the way qemu-nbd's blk_new_open does: through openImage (raw or
+// qcow2 with its backing chain, -f or probed, QEMU's warning for a probed raw image), -r opens
+// read-only, -s puts a throwaway overlay on top, and the block options (--cache, --discard,
+// --detect-zeroes, -o) wrap the result.
 
 import type { BlockDevice } from '../../block/device.js';
-import { FileStorage } from '../../block/file-storage.js';
-import { InvalidArgumentError, NotSupportedError, withContext } from '../../core/index.js';
+import { InvalidArgumentError, withContext } from '../../core/index.js';
+import { openImageNoContext, type SupportedFormat } from '../../image/open.js';
 import { ExportDevice, type ExportDeviceOptions } from '../../nbd/export-device.js';
 import { OverlayDevice } from '../../nbd/overlay-device.js';
-import { RawDevice } from '../../raw/raw-device.js';
 
 export interface OpenExportOptions extends ExportDeviceOptions {
   format?: string | undefined;
@@ -21,57 +21,26 @@ export interface OpenedImage {
   warnings: string[];
 }
 
-const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
-
-async function probe(storage: FileStorage): Promise<string> {
-  const head = new Uint8Array(4);
-  await storage.read(head, 0);
-  return QCOW2_MAGIC.every((b, i) => head[i] === b) ? 'qcow2' : 'raw';
-}
-
-async function openFormat(path: string, format: string, readOnly: boolean): Promise<BlockDevice> {
-  if (format !== 'raw' && format !== 'qcow2') {
-    throw new InvalidArgumentError(`Unknown driver '${format}'`);
-  }
-  const storage = await FileStorage.open(path, { readOnly });
-  try {
-    if (format === 'qcow2') {
-      throw new NotSupportedError(
-        'qcow2 exports need the qcow2 engine, which this build of vmforge does not have yet',
-      );
-    }
-    return await RawDevice.open(storage, { filename: path });
-  } catch (err) {
-    await storage.close();
-    throw err;
-  }
-}
+const FORMATS: readonly string[] = ['raw', 'qcow2'];
 
 /** Open `path` for export. Errors read "Failed to blk_new_open 'PATH': ..." like qemu-nbd's. */
 export async function openExportImage(path: string, o: OpenExportOptions): Promise<OpenedImage> {
   const warnings: string[] = [];
   try {
+    if (o.format !== undefined && !FORMATS.includes(o.format)) {
+      throw new InvalidArgumentError(`Unknown driver '${o.format}'`);
+    }
     // With -s the image itself is only read (writes go to the overlay).
     const readOnly = o.readOnly || o.snapshot;
-    let format = o.format;
-    let probedRaw = false;
-    if (format === undefined) {
-      const storage = await FileStorage.open(path, { readOnly: true });
-      try {
-        format = await probe(storage);
-      } finally {
-        await storage.close();
-      }
-      if (format === 'raw') {
-        probedRaw = !readOnly;
-        warnings.push(
-          `WARNING: Image format was not specified for '${path}' and probing guessed raw.\n` +
-            '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-            "         Specify the 'raw' format explicitly to remove the restrictions.",
-        );
-      }
-    }
-    let device = await openFormat(path, format, readOnly);
+    let device = await openImageNoContext(path, {
+      ...(o.format !== undefined ? { format: o.format as SupportedFormat } : {}),
+      readOnly,
+      // --cache is applied per request by ExportDevice (FUA on every write for writethrough,
+      // flushes dropped for unsafe), the same way over raw, qcow2 and chains.
+      onWarning: (w) => warnings.push(w),
+    });
+    // QEMU restricts writes to block 0 of an image whose raw format was only guessed.
+    const probedRaw = o.format === undefined && device.format === 'raw' && !readOnly;
     if (o.snapshot) {
       try {
         device = await OverlayDevice.create(device);

@@ -49,6 +49,13 @@ export async function serve(
     print(`${TOOL}: ${message}\n`);
   };
 
+  if (config.cache === 'none' || config.cache === 'directsync') {
+    // As vmforge-img: Node.js cannot do O_DIRECT I/O (no aligned buffers); flushes and FUA keep
+    // their meaning, only the host page cache is not bypassed.
+    print(
+      `${TOOL}: warning: cache mode '${config.cache}' needs O_DIRECT, which vmforge cannot use; using the page cache\n`,
+    );
+  }
   const objects = [];
   for (const spec of config.objects) objects.push(await createObject(spec));
   const tls =

@@ -1,0 +1,115 @@
+// createImage(): make a new raw or qcow2 image file, as `qemu-img create` does
+// (block.c bdrv_img_create + the format's create function).
+
+import { FileStorage } from '../block/file-storage.js';
+import { truncateHostFile, type PreallocMode } from '../block/preallocate.js';
+import { InvalidArgumentError, withContext } from '../core/index.js';
+import {
+  createQcow2,
+  validateQcow2CreateOptions,
+  type Qcow2CreateOptions,
+} from '../qcow2/create.js';
+import { resolveRelativeTo } from '../qcow2/open.js';
+import { openImage, type SupportedFormat } from './open.js';
+
+export interface CreateImageOptions extends Partial<Omit<Qcow2CreateOptions, 'dataStorage'>> {
+  /** @default 'raw' (as qemu-img create) */
+  format?: SupportedFormat;
+  /**
+   * Virtual size; may be omitted with a backing file (its size is used, which requires opening
+   * it), like qemu-img create.
+   */
+  size?: number;
+  /** Do not open the backing file (qemu-img create -u); `size` is then required. */
+  unsafe?: boolean;
+}
+
+/**
+ * Resolve the size and check the backing file as bdrv_img_create() does. A backing file without
+ * a format gets the probed format recorded (qemu-img refuses to guess; the library records what
+ * it found rather than leave the image to be probed at every open).
+ */
+async function resolveSize(filename: string, o: CreateImageOptions): Promise<number> {
+  let size = o.size;
+  if (o.backingFile !== undefined && o.backingFile !== '' && (!o.unsafe || size === undefined)) {
+    const path = resolveRelativeTo(filename, o.backingFile);
+    let backing;
+    try {
+      backing = await openImage(path, {
+        ...(o.backingFormat ? { format: o.backingFormat as SupportedFormat } : {}),
+        readOnly: true,
+        backing: 'none',
+        noIO: true,
+      });
+    } catch (err) {
+      // qemu-img: "<backing>: Could not open '<backing>': ..." then "Could not open backing image."
+      throw withContext(err, 'Could not open backing image');
+    }
+    if (size === undefined) size = backing.size;
+    if (o.backingFormat === undefined && (backing.format === 'raw' || backing.format === 'qcow2')) {
+      o.backingFormat = backing.format;
+    }
+    await backing.close();
+  }
+  if (size === undefined) throw new InvalidArgumentError('Image creation needs a size parameter');
+  return size;
+}
+
+export async function createImage(
+  filename: string,
+  options: CreateImageOptions = {},
+): Promise<void> {
+  const format = options.format ?? 'raw';
+  options = { ...options };
+  const size = await resolveSize(filename, options);
+  if (format === 'raw') {
+    const prealloc: PreallocMode = options.preallocation ?? 'off';
+    if (prealloc === 'metadata') {
+      throw new InvalidArgumentError('Unsupported preallocation mode: metadata');
+    }
+    const storage = await FileStorage.open(filename, { create: true, truncate: true });
+    try {
+      await storage.truncate(0);
+      await truncateHostFile(storage, size, prealloc);
+      await storage.flush();
+    } finally {
+      await storage.close();
+    }
+    return;
+  }
+  if (format !== 'qcow2')
+    throw new InvalidArgumentError(`Unknown file format '${format as string}'`);
+
+  const { dataFile } = options;
+  const qcowOptions: Qcow2CreateOptions = { ...options, size };
+  // Validate before touching the file system, as qcow2_co_create does.
+  validateQcow2CreateOptions({ ...qcowOptions, size: Math.ceil(size / 512) * 512 });
+  const storage = await FileStorage.open(filename, { create: true, truncate: true });
+  let dataStorage: FileStorage | undefined;
+  try {
+    if (dataFile !== undefined) {
+      // Like qemu-img, the data file name is used as given (relative to the working directory).
+      dataStorage = await FileStorage.open(dataFile, {
+        create: true,
+        truncate: true,
+      });
+    }
+    const device = await createQcow2(
+      storage,
+      {
+        ...qcowOptions,
+        size: Math.ceil(size / 512) * 512,
+        ...(dataStorage ? { dataStorage } : {}),
+      },
+      {
+        filename,
+        openDataFile: (path, readOnly) => FileStorage.open(path, { readOnly }),
+      },
+    );
+    await device.close();
+  } catch (err) {
+    await storage.close().catch(() => undefined);
+    await dataStorage?.close().catch(() => undefined);
+    throw err;
+  }
+}

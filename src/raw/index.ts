@@ -1,0 +1,2 @@
+// src/raw: the raw format.
+export { RawDevice, type RawDeviceOptions } from './raw-device.js';
