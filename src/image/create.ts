@@ -3,14 +3,14 @@
 
 import { FileStorage } from '../block/file-storage.js';
 import { truncateHostFile, type PreallocMode } from '../block/preallocate.js';
-import { InvalidArgumentError, withContext } from '../core/index.js';
+import { InvalidArgumentError, NotSupportedError, withContext } from '../core/index.js';
 import {
   createQcow2,
   validateQcow2CreateOptions,
   type Qcow2CreateOptions,
 } from '../qcow2/create.js';
 import { resolveRelativeTo } from '../qcow2/open.js';
-import { openImage, type SupportedFormat } from './open.js';
+import { isProtocolUri, openImage, type SupportedFormat } from './open.js';
 
 export interface CreateImageOptions extends Partial<Omit<Qcow2CreateOptions, 'dataStorage'>> {
   /** @default 'raw' (as qemu-img create) */
@@ -55,6 +55,31 @@ async function resolveSize(filename: string, o: CreateImageOptions): Promise<num
   return size;
 }
 
+/**
+ * "Creating" an image on a protocol that cannot create files (an NBD export), as QEMU's
+ * bdrv_co_create_opts_simple(): open what is there, insist it is big enough, and zero the first
+ * sector so an old header cannot be probed. Only raw images can be laid over a fixed export.
+ */
+async function createOnProtocol(filename: string, format: string, size: number): Promise<void> {
+  if (format !== 'raw') {
+    throw new NotSupportedError(
+      `Protocol '${filename.split(':')[0]}' does not support creating ${format} images (use -n with an existing image)`,
+    );
+  }
+  const dev = await openImage(filename, { format: 'raw', readOnly: false });
+  try {
+    if (dev.size < size) {
+      throw new InvalidArgumentError(
+        `Protocol driver does not support image creation, and the image is too small: ${dev.size} bytes < ${size}`,
+      );
+    }
+    await dev.writeZeroes(0, Math.min(512, dev.size));
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+}
+
 export async function createImage(
   filename: string,
   options: CreateImageOptions = {},
@@ -62,6 +87,7 @@ export async function createImage(
   const format = options.format ?? 'raw';
   options = { ...options };
   const size = await resolveSize(filename, options);
+  if (isProtocolUri(filename)) return createOnProtocol(filename, format, size);
   if (format === 'raw') {
     const prealloc: PreallocMode = options.preallocation ?? 'off';
     if (prealloc === 'metadata') {

@@ -33,7 +33,7 @@ import {
   NBD_STATE_ZERO,
 } from './protocol.js';
 import { loadPskCreds, loadX509Creds } from './tls.js';
-import { formatNbdUri, parseNbdUri, type NbdUri } from './uri.js';
+import { parseNbdUri, qemuNbdFilename, type NbdUri } from './uri.js';
 
 /** Largest effect length for TRIM / WRITE_ZEROES / BLOCK_STATUS per request (32-bit field). */
 const MAX_EFFECT = 1 << 30;
@@ -102,7 +102,12 @@ export async function clientOptionsForUri(
 }
 
 export class NbdBlockDevice implements BlockDevice {
-  readonly format = 'nbd' as const;
+  /**
+   * 'raw': as in QEMU, NBD is the protocol and the export's bytes are a raw image (qemu-img
+   * info prints "file format: raw"); a qcow2 stored in an export is opened over this device's
+   * storage instead (src/nbd/open-uri.ts).
+   */
+  readonly format = 'raw' as const;
   readonly filename: string;
   readonly backing = undefined;
   readonly capabilities: BlockCapabilities;
@@ -136,7 +141,7 @@ export class NbdBlockDevice implements BlockDevice {
     const co = await clientOptionsForUri(parsed, options.tls);
     if (options.connectTimeoutMs !== undefined) co.connectTimeoutMs = options.connectTimeoutMs;
     const client = await NbdClient.connect(co);
-    return new NbdBlockDevice(client, formatNbdUri(parsed), options.readOnly ?? false);
+    return new NbdBlockDevice(client, qemuNbdFilename(parsed), options.readOnly ?? false);
   }
 
   /** Wrap an already negotiated client. */

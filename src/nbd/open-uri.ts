@@ -30,7 +30,7 @@ export async function openNbdImage(uri: string, options: OpenImageOptions): Prom
       import('../image/open.js'),
     ]);
     return await openQcow2(dev.storage, {
-      filename: uri,
+      filename: dev.filename,
       readOnly,
       ...(options.backing === 'none'
         ? {}

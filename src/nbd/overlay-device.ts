@@ -21,6 +21,9 @@ import type { Storage } from '../block/storage.js';
 import { assertRange } from '../block/range.js';
 
 const CLUSTER = 64 * 1024;
+const NOT_OWNED = 0;
+const DATA = 1;
+const ZERO = 2;
 
 /** Where QEMU puts temporary snapshot overlays. */
 export function snapshotTmpDir(): string {
@@ -34,7 +37,8 @@ export class OverlayDevice implements BlockDevice {
   readonly storage: Storage;
   readonly capabilities: BlockCapabilities;
   readonly #top: FileStorage;
-  readonly #owned: Uint8Array;
+  /** Per 64 KiB cluster: NOT_OWNED, DATA (the overlay holds it) or ZERO (reads as zeros). */
+  readonly #state: Uint8Array;
   readonly #locks = new Map<number, Promise<void>>();
   #closed = false;
 
@@ -43,7 +47,7 @@ export class OverlayDevice implements BlockDevice {
     this.#top = top;
     this.storage = top;
     this.filename = base.filename;
-    this.#owned = new Uint8Array(Math.ceil(base.size / CLUSTER / 8) + 1);
+    this.#state = new Uint8Array(Math.ceil(base.size / CLUSTER));
     this.capabilities = {
       readOnly: false,
       fastZero: true,
@@ -75,11 +79,7 @@ export class OverlayDevice implements BlockDevice {
   }
 
   #isOwned(c: number): boolean {
-    return (this.#owned[c >>> 3]! & (1 << (c & 7))) !== 0;
-  }
-
-  #own(c: number): void {
-    this.#owned[c >>> 3]! |= 1 << (c & 7);
+    return this.#state[c] !== NOT_OWNED;
   }
 
   async #withCluster<T>(c: number, fn: () => Promise<T>): Promise<T> {
@@ -101,7 +101,7 @@ export class OverlayDevice implements BlockDevice {
     const buf = Buffer.allocUnsafe(len);
     await this.backing.read(buf, start);
     await this.#top.write(buf, start);
-    this.#own(c);
+    this.#state[c] = DATA;
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
@@ -142,7 +142,7 @@ export class OverlayDevice implements BlockDevice {
         this.#withCluster(c, async () => {
           if (!this.#isOwned(c) && !whole) await this.#copyUp(c);
           await op(at, n);
-          this.#own(c);
+          this.#state[c] = DATA;
         }),
       );
       pos += n;
@@ -181,11 +181,12 @@ export class OverlayDevice implements BlockDevice {
             ((await this.#readsZero(cStart, at)) && (await this.#readsZero(at + n, cEnd)));
           if (whole) {
             await this.#top.writeZeroes(cStart, cEnd - cStart, true);
+            this.#state[c] = ZERO;
           } else {
+            // Part of a data cluster: it stays a data cluster (qcow2 reports status per cluster).
             if (!this.#isOwned(c)) await this.#copyUp(c);
             await this.#top.writeZeroes(at, n, true);
           }
-          this.#own(c);
         }),
       );
       pos += n;
@@ -223,28 +224,17 @@ export class OverlayDevice implements BlockDevice {
     assertRange('block status', offset, length, this.size);
     if (length === 0) return [];
     const end = offset + length;
-    const owned = this.#isOwned(Math.floor(offset / CLUSTER));
+    const state = this.#state[Math.floor(offset / CLUSTER)]!;
     let runEnd = Math.min(end, (Math.floor(offset / CLUSTER) + 1) * CLUSTER);
-    while (runEnd < end && this.#isOwned(Math.floor(runEnd / CLUSTER)) === owned) {
+    while (runEnd < end && this.#state[Math.floor(runEnd / CLUSTER)] === state) {
       runEnd = Math.min(end, runEnd + CLUSTER);
     }
-    if (!owned) {
+    if (state === NOT_OWNED) {
       const below = await this.backing.blockStatus(offset, runEnd - offset, options);
       return below.map((e) => ({ ...e, depth: e.depth + 1 }));
     }
-    const ext = await this.#top.extent(offset, runEnd - offset);
-    const hole = ext?.hole ?? false;
-    const n = ext ? Math.min(ext.length, runEnd - offset) : runEnd - offset;
-    return [
-      {
-        offset,
-        length: n,
-        allocated: true,
-        data: !hole,
-        zero: hole,
-        depth: 0,
-      },
-    ];
+    const zero = state === ZERO;
+    return [{ offset, length: runEnd - offset, allocated: true, data: !zero, zero, depth: 0 }];
   }
 
   async close(): Promise<void> {

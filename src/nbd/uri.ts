@@ -135,3 +135,19 @@ export function formatNbdUri(
   const port = u.port !== undefined && u.port !== NBD_DEFAULT_PORT ? `:${u.port}` : '';
   return `${scheme}://${host}${port}/${name}`;
 }
+
+/**
+ * The name QEMU gives an NBD node (block/nbd.c nbd_refresh_filename), which qemu-img prints as
+ * "image:": no third slash without an export, the port always spelled out, nothing encoded.
+ */
+export function qemuNbdFilename(
+  u: Pick<NbdUri, 'transport' | 'host' | 'port' | 'socket' | 'exportName'>,
+): string {
+  if (u.transport === 'unix') {
+    return u.exportName
+      ? `nbd+unix:///${u.exportName}?socket=${u.socket ?? ''}`
+      : `nbd+unix://?socket=${u.socket ?? ''}`;
+  }
+  const hostPort = `${u.host ?? ''}:${u.port ?? NBD_DEFAULT_PORT}`;
+  return u.exportName ? `nbd://${hostPort}/${u.exportName}` : `nbd://${hostPort}`;
+}

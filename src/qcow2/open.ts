@@ -304,7 +304,11 @@ async function detectMetadataPreallocation(
   layout: Layout,
 ): Promise<boolean> {
   const fileLength = await storage.size();
-  const realClusters = Math.floor((await storage.allocatedSize()) / layout.clusterSize);
+  // Storage without allocation information (an NBD export) cannot be preallocated as far as
+  // we can tell: QEMU treats the ENOTSUP from bdrv_get_allocated_file_size() the same way.
+  const allocated = await storage.allocatedSize().catch(() => -1);
+  if (allocated < 0) return false;
+  const realClusters = Math.floor(allocated / layout.clusterSize);
   const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
   const endCluster = Math.ceil(fileLength / layout.clusterSize);
   let count = 0;
