@@ -13,6 +13,7 @@ import { tempDir } from '../support/tmp.js';
 import {
   freePort,
   makeSparseImage,
+  python,
   spawnVmforgeNbd,
   startOnSocket,
   unixUri,
@@ -91,6 +92,34 @@ describeWithTools(['nbdinfo', 'nbdcopy'], 'libnbd tools against vmforge-nbd', ()
     const back = join(dir, 'back.raw');
     await ok('nbdcopy', ['-C', '1', tcp, back]);
     expect(Buffer.compare(await readFile(back), await readFile(src))).toBe(0);
+  });
+});
+
+describeWithTools(['nbdsh'], 'multi-conn', () => {
+  it('a write on one connection, a flush on another, a read on a third (qemu nbd-multiconn)', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'disk.raw');
+    await makeSparseImage(file, 4 << 20);
+    const socket = join(dir, 's.sock');
+    const server = await startOnSocket('vmforge', socket, ['-f', 'raw', '-t', '-e', '0', file]);
+    servers.push(server);
+    const result = await python<{ multi: boolean[]; seen: boolean }>(
+      [
+        'import json, sys, nbd',
+        'hs = [nbd.NBD() for _ in range(3)]',
+        'for h in hs: h.connect_uri(sys.argv[1])',
+        "data = b'\\x5c' * 65536",
+        'hs[0].pwrite(data, 1048576)',
+        'hs[1].flush()',
+        "print(json.dumps({'multi': [h.can_multi_conn() for h in hs], 'seen': hs[2].pread(65536, 1048576) == data}))",
+      ].join('\n'),
+      [unixUri(socket)],
+    );
+    expect(result).toEqual({ multi: [true, true, true], seen: true });
+    // The flush on the other connection made the write durable: it survives kill -9.
+    await server.stop('SIGKILL');
+    const disk = await readFile(file);
+    expect(disk.subarray(1 << 20, (1 << 20) + 65536).every((b) => b === 0x5c)).toBe(true);
   });
 });
 
