@@ -1,7 +1,9 @@
 /*
  * vmforge_native: the few Linux file operations Node's fs does not expose, which QEMU's
  * file-posix driver relies on: lseek(SEEK_DATA/SEEK_HOLE) for allocation status of sparse
- * files, and fallocate(PUNCH_HOLE / ZERO_RANGE) for discard and efficient zeroing.
+ * files, and fallocate(PUNCH_HOLE / ZERO_RANGE) for discard and efficient zeroing; plus
+ * preadv2(RWF_NOWAIT), which reads data already in the page cache without the thread-pool
+ * round trip of Node's asynchronous fs (and never blocks on disk I/O).
  * Optional: vmforge falls back to pure JavaScript when this addon is not built.
  * Node-API only, so one build works on every Node version with N-API 8.
  */
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 
@@ -89,12 +92,50 @@ static napi_value allocate(napi_env env, napi_callback_info info) {
   return do_fallocate(env, info, 0);
 }
 
+/*
+ * readNoWait(fd, uint8array, offset) -> bytes read (0 at EOF), -1 when the data is not all in the
+ * page cache (EAGAIN: the caller reads asynchronously), -2 when the kernel or file system lacks
+ * RWF_NOWAIT (the caller stops trying).
+ */
+static napi_value read_nowait(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_value out;
+  double result = -2;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3) {
+    int32_t fd;
+    double off;
+    napi_typedarray_type type;
+    size_t length, byte_offset;
+    void *data;
+    napi_value ab;
+    if (napi_get_value_int32(env, argv[0], &fd) == napi_ok &&
+        napi_get_value_double(env, argv[2], &off) == napi_ok &&
+        napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &byte_offset) ==
+            napi_ok &&
+        type == napi_uint8_array) {
+      struct iovec iov = {data, length};
+      ssize_t n;
+      do {
+        n = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+      } while (n < 0 && errno == EINTR);
+      if (n >= 0)
+        result = (double)n;
+      else
+        result = (errno == EAGAIN) ? -1 : -2;
+    }
+  }
+  napi_create_double(env, result, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"allocate", NULL, allocate, NULL, NULL, NULL, napi_default, NULL},
+      {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -8,6 +8,11 @@ export interface NativeFileOps {
   punchHole(fd: number, offset: number, length: number): boolean;
   zeroRange(fd: number, offset: number, length: number): boolean;
   allocate(fd: number, offset: number, length: number): boolean;
+  /**
+   * preadv2(RWF_NOWAIT): bytes read from the page cache (0 at EOF), -1 if the data is not cached
+   * (read asynchronously instead), -2 if RWF_NOWAIT is unsupported. Absent in older builds.
+   */
+  readNoWait?(fd: number, buf: Uint8Array, offset: number): number;
 }
 
 let loaded: NativeFileOps | null | undefined;
