@@ -4,3 +4,4 @@ export * from './block/index.js';
 export * from './raw/index.js';
 export * from './qcow2/index.js';
 export * from './image/index.js';
+export * from './img/check.js';

@@ -73,20 +73,29 @@ function exceedsEnd(ctx: CheckContext, res: CheckCounts, offsetHex: string, size
 }
 
 /**
- * Bounds the metadata a check walks: table entries read, across all L1 and L2 tables. A sane
- * image never comes near it (each L1 table references each L2 table once, and every table
- * lives in the file); hostile ones that reference the same tables over and over stop here.
+ * Bounds the metadata a check walks. A sane image never comes near the limits: each L1 table
+ * references each L2 table once and every table lies in the file, and the tables read in all
+ * (snapshots re-read shared L2 tables) are a small multiple of the file. Hostile images whose
+ * L1 tables point at the same L2 table millions of times, or whose many snapshots share huge
+ * L1 tables, stop here instead of running for hours (QEMU has no such limit).
  */
 export class WorkBudget {
-  #left: number;
+  #bytesLeft: number;
+  /** Non-zero L1 entries one L1 table may have: more than the file has clusters is hostile. */
+  readonly maxTablesPerL1: number;
 
-  constructor(fileLength: number) {
-    this.#left = 2 ** 31 + 4 * Math.ceil(fileLength / 8);
+  constructor(fileLength: number, clusterSize: number) {
+    this.#bytesLeft = Math.max(16 * 2 ** 30, 16 * fileLength);
+    this.maxTablesPerL1 = Math.ceil(fileLength / clusterSize) + 1;
   }
 
-  spend(ctx: CheckContext, res: CheckCounts, entries: number): void {
-    this.#left -= entries;
-    if (this.#left >= 0) return;
+  /** Account for `bytes` of tables read. */
+  spend(ctx: CheckContext, res: CheckCounts, bytes: number): void {
+    this.#bytesLeft -= bytes;
+    if (this.#bytesLeft < 0) this.abort(ctx, res);
+  }
+
+  abort(ctx: CheckContext, res: CheckCounts): never {
     ctx.emit(
       'ERROR: check aborted: the metadata references more tables than the image file can hold',
     );

@@ -94,7 +94,7 @@ export async function checkRefcounts(
 
   const imrt = new Imrt(ctx.layout, nbClusters);
   const flag: RebuildFlag = { rebuild: false };
-  const budget = new WorkBudget(ctx.fileLength);
+  const budget = new WorkBudget(ctx.fileLength, cs);
   await calculateRefcounts(ctx, res, fix, flag, imrt, budget);
 
   // "In case we don't need to rebuild the refcount structure (but want to fix something), this

@@ -46,7 +46,7 @@ export async function checkRefcountsL1(
   const { ctx, res } = w;
   if (!l1Size) return;
   incRefcounts(ctx, res, w.imrt, l1TableOffset, l1Size * 8);
-  w.budget.spend(ctx, res, l1Size);
+  w.budget.spend(ctx, res, l1Size * 8);
   let l1: Uint8Array;
   try {
     l1 = await ctx.readAt(l1TableOffset, l1Size * 8);
@@ -56,10 +56,12 @@ export async function checkRefcountsL1(
     throw err;
   }
   const cs = ctx.clusterSize;
+  let tables = 0;
   for (let i = 0; i < l1Size; i++) {
     const hi = readU32BE(l1, 8 * i);
     const lo = readU32BE(l1, 8 * i + 4);
     if (hi === 0 && lo === 0) continue;
+    if (++tables > w.budget.maxTablesPerL1) w.budget.abort(ctx, res);
     if (hi & L1E_RESERVED_HI || lo & L1E_RESERVED_LO) {
       ctx.emit(`ERROR found L1 entry with reserved bits set: ${hex64(hi, lo)}`);
       res.corruptions++;
@@ -88,7 +90,7 @@ async function checkRefcountsL2(
   const cs = ctx.clusterSize;
   const entrySize = layout.l2EntrySize;
   const ext = layout.extendedL2;
-  w.budget.spend(ctx, res, layout.l2Entries);
+  w.budget.spend(ctx, res, cs);
   let table: Uint8Array;
   try {
     table = await ctx.readAt(l2Offset, cs);

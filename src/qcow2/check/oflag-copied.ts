@@ -66,7 +66,7 @@ export async function checkOflagCopied(
       }
     }
 
-    budget.spend(ctx, res, layout.l2Entries);
+    budget.spend(ctx, res, cs);
     try {
       await ctx.readInto(l2, l2Off);
     } catch (err) {
