@@ -815,6 +815,17 @@ const SPECS: Spec[] = [
     },
   },
 
+  {
+    name: 'extl2-prealloc-unaligned',
+    description: 'extended L2: an all-zero preallocated cluster at an unaligned offset',
+    async build(b) {
+      await b.create('t.qcow2', '64M', 'extended_l2=on');
+      await b.qemuIo('t.qcow2', ['write -P 0x44 0 128k']);
+      await b.poke('t.qcow2', L2 + 16, hexBytes('80000000 00062a00 ffffffff 00000000'));
+      return 't.qcow2';
+    },
+  },
+
   // --- Refcounts ------------------------------------------------------------------------------
   {
     name: 'leaked-cluster',
@@ -832,6 +843,15 @@ const SPECS: Spec[] = [
     async build(b) {
       await withData(b);
       await b.setRefcount16('t.qcow2', DATA / 0x10000, 2);
+      return 't.qcow2';
+    },
+  },
+  {
+    name: 'refcount-too-high-l2',
+    description: 'an L2 table with refcount 2 and one reference (COPIED set in L1)',
+    async build(b) {
+      await withData(b);
+      await b.setRefcount16('t.qcow2', L2 / 0x10000, 2);
       return 't.qcow2';
     },
   },
@@ -1181,6 +1201,31 @@ const SPECS: Spec[] = [
       const dir = await bitmapDirectoryOffset(b, 't.qcow2');
       const table = await b.peekU64('t.qcow2', dir);
       await b.poke('t.qcow2', table, u64(0x2));
+      return 't.qcow2';
+    },
+  },
+
+  {
+    name: 'bitmap-duplicate-name',
+    description: 'two persistent bitmaps with the same name',
+    async build(b) {
+      await withData(b);
+      await b.qemuImg('bitmap', '--add', 't.qcow2', 'b0');
+      await b.qemuImg('bitmap', '--add', 't.qcow2', 'b1');
+      const dir = await bitmapDirectoryOffset(b, 't.qcow2');
+      // The second entry follows the first (24 bytes + "b0", padded to 8): rename b1 to b0.
+      await b.poke('t.qcow2', dir + 32 + 24 + 1, ascii('0'));
+      return 't.qcow2';
+    },
+  },
+  {
+    name: 'bitmap-table-size-wrong',
+    description: 'a persistent bitmap whose table is one cluster longer than the bitmap needs',
+    async build(b) {
+      await withData(b);
+      await b.qemuImg('bitmap', '--add', 't.qcow2', 'b0');
+      const dir = await bitmapDirectoryOffset(b, 't.qcow2');
+      await b.poke('t.qcow2', dir + 8, u32(2));
       return 't.qcow2';
     },
   },

@@ -7,7 +7,7 @@ import { CorruptImageError, readU32BE } from '../../core/index.js';
 import { decodeBitmapDirectory, BME_FLAG_IN_USE, type Qcow2Bitmap } from '../bitmap-directory.js';
 import { MAX_BITMAP_DIRECTORY_SIZE } from '../constants.js';
 import type { Qcow2Device } from '../qcow2-device.js';
-import { incRefcounts } from './accounting.js';
+import { incRefcounts, type WorkBudget } from './accounting.js';
 import type { CheckContext } from './context.js';
 import type { Imrt } from './imrt.js';
 import { CheckAbort, type CheckCounts } from './types.js';
@@ -64,6 +64,7 @@ export async function checkBitmapsRefcounts(
   ctx: CheckContext,
   res: CheckCounts,
   imrt: Imrt,
+  budget: WorkBudget,
 ): Promise<void> {
   const ext = ctx.device.header.bitmaps;
   if (!ext || ext.nbBitmaps === 0) return;
@@ -79,6 +80,7 @@ export async function checkBitmapsRefcounts(
   const cs = ctx.clusterSize;
   for (const bm of list) {
     incRefcounts(ctx, res, imrt, bm.tableOffset, bm.tableSize * 8);
+    budget.spend(ctx, res, bm.tableSize * 8);
     let table: Uint8Array | undefined;
     try {
       table = await loadBitmapTable(bm, cs, readAt);
@@ -117,7 +119,11 @@ export async function validateBitmapsOnOpen(device: Qcow2Device): Promise<void> 
   const list = await loadBitmapList(device, readAt);
   const names = new Set<string>();
   const cs = device.layout.clusterSize;
+  // Bound the tables read (65535 bitmaps may all name the same 8 MiB table).
+  let bytesLeft = Math.max(16 * 2 ** 30, 16 * (await device.storage.size()));
   for (const bm of list) {
+    bytesLeft -= bm.tableSize * 8;
+    if (bytesLeft < 0) throw new CorruptImageError('Bitmap tables exceed what the image can hold');
     if (names.has(bm.name)) throw new CorruptImageError(`Bitmap already exists: ${bm.name}`);
     names.add(bm.name);
     if (bm.flags & BME_FLAG_IN_USE) continue; // "Data is unusable, skip loading it"

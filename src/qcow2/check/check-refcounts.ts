@@ -73,7 +73,7 @@ async function calculateRefcounts(
   const crypto = ctx.device.header.cryptoHeader;
   if (crypto && crypto.length) incRefcounts(ctx, res, imrt, crypto.offset, crypto.length);
 
-  await checkBitmapsRefcounts(ctx, res, imrt);
+  await checkBitmapsRefcounts(ctx, res, imrt, budget);
   await checkRefblocks(ctx, res, fix, flag, imrt);
 }
 

@@ -39,18 +39,31 @@ export class Imrt {
     this.size = n;
   }
 
+  /** The last page looked up (walks touch neighbouring clusters). */
+  #lastIndex = -1;
+  #lastPage: Page | undefined;
+
+  #page(p: number): Page | undefined {
+    if (p !== this.#lastIndex) {
+      this.#lastIndex = p;
+      this.#lastPage = this.#pages.get(p);
+    }
+    return this.#lastPage;
+  }
+
   get(i: number): number {
-    const page = this.#pages.get(Math.floor(i / this.perPage));
+    const page = this.#page(Math.floor(i / this.perPage));
     return page ? page[i % this.perPage]! : 0;
   }
 
   set(i: number, value: number): void {
     const p = Math.floor(i / this.perPage);
-    let page = this.#pages.get(p);
+    let page = this.#page(p);
     if (!page) {
       if (value === 0) return;
       page = this.#newPage();
       this.#pages.set(p, page);
+      this.#lastPage = page;
     }
     page[i % this.perPage] = value;
   }
@@ -75,6 +88,8 @@ export class Imrt {
   /** memset(refcount_table, 0, ...). */
   clear(): void {
     this.#pages.clear();
+    this.#lastIndex = -1;
+    this.#lastPage = undefined;
   }
 
   /** Page `p` in on-disk refcount block format (one cluster). */

@@ -13,6 +13,7 @@ import {
   type FixMode,
 } from './types.js';
 import { hex64 } from './u64.js';
+import { getRefcount } from '../refcount.js';
 import type { WorkBudget } from './accounting.js';
 
 const COPIED_HI = 0x8000_0000;
@@ -39,6 +40,7 @@ export async function checkOflagCopied(
   const ext = layout.extendedL2;
   const l1 = ctx.device.l1Raw();
   const l2 = new Uint8Array(cs);
+  const refcounts = new RefcountReader(ctx);
 
   for (let i = 0; i < ctx.l1Size; i++) {
     const l1Hi = l1[2 * i]!;
@@ -93,7 +95,7 @@ export async function checkOflagCopied(
       if (ctx.hasDataFile) rc = 1;
       else {
         const dataOff = (hi & OFFSET_HI) * 0x1_0000_0000 + ((lo & OFFSET_LO) >>> 0);
-        rc = await refcountOrUndefined(ctx, dataOff);
+        rc = await refcounts.get(dataOff);
         if (rc === undefined) continue; // "don't print message nor increment check_errors"
       }
       if ((rc === 1) !== ((hi & COPIED_HI) !== 0)) {
@@ -140,6 +142,40 @@ async function refcountOrUndefined(ctx: CheckContext, offset: number): Promise<n
   } catch (err) {
     if (err instanceof CheckAbort) return undefined;
     throw err;
+  }
+}
+
+/**
+ * Refcount lookups for one pass over the L2 tables, remembering the last refcount block
+ * (nothing changes refcounts while COPIED flags are checked).
+ */
+class RefcountReader {
+  readonly #ctx: CheckContext;
+  #index = -1;
+  #block: Uint8Array | undefined;
+
+  constructor(ctx: CheckContext) {
+    this.#ctx = ctx;
+  }
+
+  async get(offset: number): Promise<number | undefined> {
+    const ctx = this.#ctx;
+    const cluster = Math.floor(offset / ctx.clusterSize);
+    const per = ctx.layout.refblockEntries;
+    const ti = Math.floor(cluster / per);
+    if (ti !== this.#index) {
+      try {
+        this.#block = await ctx.refblock(ti);
+      } catch (err) {
+        if (err instanceof CheckAbort) {
+          this.#index = -1;
+          return undefined;
+        }
+        throw err;
+      }
+      this.#index = ti;
+    }
+    return this.#block ? getRefcount(this.#block, cluster % per, ctx.layout.refcountOrder) : 0;
   }
 }
 
