@@ -201,7 +201,7 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
       throw new CorruptImageError(`Missing CRYPTO header for crypt method ${header.cryptMethod}`);
     }
     if (header.cryptMethod !== CRYPT_AES && header.cryptMethod !== CRYPT_LUKS) {
-      throw new NotSupportedError(`Unsupported encryption method ${header.cryptMethod}`);
+      throw new NotSupportedError(`Unsupported encryption method ${header.cryptMethod | 0}`);
     }
   }
 
