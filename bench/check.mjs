@@ -13,7 +13,11 @@ const sh = (cmd, args, input) =>
 
 function make() {
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'sparse-1t.qcow2', '1T']);
-  sh('qemu-io', ['sparse-1t.qcow2'], 'write -P 1 0 64k\nwrite -P 2 512G 64k\nwrite -P 3 1023G 1M\n');
+  sh(
+    'qemu-io',
+    ['sparse-1t.qcow2'],
+    'write -P 1 0 64k\nwrite -P 2 512G 64k\nwrite -P 3 1023G 1M\n',
+  );
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'full-4g.qcow2', '4G']);
   const cmds = Array.from({ length: 16 }, (_, i) => `write -P 1 ${i * 256}M 256M`).join('\n');
   sh('qemu-io', ['full-4g.qcow2'], `${cmds}\n`);

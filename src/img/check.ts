@@ -7,7 +7,7 @@
 import type { BlockDevice } from '../block/device.js';
 import { openImage, type SupportedFormat } from '../image/open.js';
 import { checkWithMode, validateBitmapsOnOpen } from '../qcow2/check/index.js';
-import { fixModeOf, type CheckMessage } from '../qcow2/check/types.js';
+import { errnoOf, fixModeOf, strerror, type CheckMessage } from '../qcow2/check/types.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { withContext } from '../core/index.js';
 import type { ImageCheck } from './qapi-types.js';
@@ -30,7 +30,10 @@ export interface CheckImageOptions {
 
 /** A stderr line, tagged with the pass that produced it. */
 export interface CheckImageMessage extends CheckMessage {
-  /** 'open' warnings, the first ('check') pass, or the re-check after a repair. */
+  /**
+   * 'open' warnings, the first ('check') pass, the re-check after a repair ('recheck', which
+   * also holds a failure to write back caches when the image is closed).
+   */
   phase: 'open' | 'check' | 'recheck';
 }
 
@@ -156,7 +159,21 @@ export async function checkImage(
     else exitCode = 0;
     return { result, messages, repaired, error, exitCode };
   } finally {
-    if (typeof target === 'string') await device.close();
+    if (typeof target === 'string') {
+      try {
+        await device.close();
+      } catch (err) {
+        // qcow2_close() reports a failed write-back and qemu-img keeps its exit code. (vmforge's
+        // device writes its refcount cache back first, so that is what failed.)
+        emit(
+          {
+            text: `Failed to flush the refcount block cache: ${strerror(errnoOf(err))}`,
+            report: true,
+          },
+          'recheck',
+        );
+      }
+    }
   }
 }
 

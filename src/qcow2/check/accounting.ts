@@ -73,20 +73,21 @@ function exceedsEnd(ctx: CheckContext, res: CheckCounts, offsetHex: string, size
 }
 
 /**
- * Bounds the metadata a check walks. A sane image never comes near the limits: each L1 table
- * references each L2 table once and every table lies in the file, and the tables read in all
- * (snapshots re-read shared L2 tables) are a small multiple of the file. Hostile images whose
- * L1 tables point at the same L2 table millions of times, or whose many snapshots share huge
- * L1 tables, stop here instead of running for hours (QEMU has no such limit).
+ * Bounds the metadata a check walks. Tables beyond the end of the file read as zeros and cost
+ * nothing (the walk skips them); what is limited is reading tables inside the file. A sane
+ * image never comes near the limits: each L1 table references each L2 table once, and all the
+ * tables read (snapshots re-read shared L2 tables) are a small multiple of the file. Hostile
+ * images whose L1 tables point at the same L2 table millions of times, or whose snapshots share
+ * huge L1 tables, stop here instead of running for hours (QEMU has no such limit).
  */
 export class WorkBudget {
   #bytesLeft: number;
-  /** Non-zero L1 entries one L1 table may have: more than the file has clusters is hostile. */
+  /** L2 tables inside the file one L1 table may reference. */
   readonly maxTablesPerL1: number;
 
   constructor(fileLength: number, clusterSize: number) {
-    this.#bytesLeft = Math.max(16 * 2 ** 30, 16 * fileLength);
-    this.maxTablesPerL1 = Math.ceil(fileLength / clusterSize) + 1;
+    this.#bytesLeft = Math.max(4 * 2 ** 30, 16 * fileLength);
+    this.maxTablesPerL1 = Math.max(Math.ceil(fileLength / clusterSize) + 1, 16384);
   }
 
   /** Account for `bytes` of tables read. */

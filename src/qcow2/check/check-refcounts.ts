@@ -37,7 +37,7 @@ async function calculateRefcounts(
   budget: WorkBudget,
 ): Promise<void> {
   const cs = ctx.clusterSize;
-  const w: WalkState = { ctx, res, imrt, fix, budget };
+  const w: WalkState = { ctx, res, imrt, fix, budget, tablesInL1: 0 };
 
   incRefcounts(ctx, res, imrt, 0, cs); // header
   await checkRefcountsL1(w, ctx.l1TableOffset, ctx.l1Size, CHECK_FRAG_INFO, true);

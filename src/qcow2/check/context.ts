@@ -210,7 +210,12 @@ export class CheckContext {
       case RT_NONE:
         return undefined;
       case RT_OK:
-        return this.device.refcounts.cache.get(this.#rtOffset[ti]!);
+        try {
+          return await this.device.refcounts.cache.get(this.#rtOffset[ti]!);
+        } catch (err) {
+          // A read, or the write-back of another dirty block to make room, failed.
+          throw new CheckAbort(errnoOf(err));
+        }
       case RT_UNALIGNED:
         await this.signalCorruption(
           true,
@@ -275,12 +280,16 @@ export class CheckContext {
     return buf;
   }
 
+  /** The request checks of bdrv_pread() (bdrv_check_qiov_request): EIO when they fail. */
+  assertReadable(offset: number | bigint, length: number): void {
+    if (typeof offset === 'number' && offset + length <= Number.MAX_SAFE_INTEGER) return;
+    const off = BigInt(offset);
+    if (asInt64(off) < 0n || off > BDRV_MAX_LENGTH - BigInt(length)) throw new CheckAbort('EIO');
+  }
+
   async readInto(buf: Uint8Array, offset: number | bigint): Promise<void> {
     if (typeof offset === 'bigint' || offset + buf.length > Number.MAX_SAFE_INTEGER) {
-      const off = BigInt(offset);
-      if (asInt64(off) < 0n || off > BDRV_MAX_LENGTH - BigInt(buf.length)) {
-        throw new CheckAbort('EIO');
-      }
+      this.assertReadable(offset, buf.length);
       buf.fill(0); // far beyond any real file end
       return;
     }

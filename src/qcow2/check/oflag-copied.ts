@@ -68,6 +68,8 @@ export async function checkOflagCopied(
       }
     }
 
+    // Beyond the end of the file the table reads as zeros: no entries to check.
+    if (l2Off >= ctx.fileLength) continue;
     budget.spend(ctx, res, cs);
     try {
       await ctx.readInto(l2, l2Off);

@@ -394,11 +394,14 @@ async function freeClusters(ctx: CheckContext, offset: number, size: number): Pr
 /**
  * The errno update_refcount() fails with: EINVAL for an underflow or overflow, EAGAIN when a
  * refcount block had to be allocated first (QEMU's alloc_refcount_block() asks the caller to
- * retry), EIO otherwise.
+ * retry), EFBIG when the refcount table cannot grow to cover the offset, EIO otherwise.
  */
 export function updateErrno(err: unknown): CheckAbort['errno'] {
   if (!(err instanceof VmforgeError)) return 'EAGAIN';
-  return err.code === 'VMF_QCOW2_REFCOUNT' ? 'EINVAL' : 'EIO';
+  if (err.code === 'VMF_QCOW2_REFCOUNT') return 'EINVAL';
+  // The refcount table cannot grow that far (alloc_refcount_block: -EFBIG).
+  if (/too large|exceed the maximum/.test(err.message)) return 'EFBIG';
+  return 'EIO';
 }
 
 /** The check's snapshot list in the engine's form (for the device after a repair). */
