@@ -87,7 +87,7 @@ export class WorkBudget {
 
   constructor(fileLength: number, clusterSize: number) {
     this.#bytesLeft = Math.max(4 * 2 ** 30, 16 * fileLength);
-    this.maxTablesPerL1 = Math.max(Math.ceil(fileLength / clusterSize) + 1, 16384);
+    this.maxTablesPerL1 = Math.max(Math.ceil(fileLength / clusterSize) + 1, 4096);
   }
 
   /** Account for `bytes` of tables read. */
