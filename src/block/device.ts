@@ -7,7 +7,7 @@
 
 import type { Storage } from './storage.js';
 
-export type ImageFormat = 'raw' | 'qcow2' | 'nbd';
+export type ImageFormat = 'raw' | 'qcow2' | 'nbd' | 'luks';
 
 export interface BlockCapabilities {
   readonly readOnly: boolean;

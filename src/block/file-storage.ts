@@ -15,6 +15,12 @@ export interface FileStorageOptions {
   create?: boolean;
   /** With `create`: replace an existing file. */
   truncate?: boolean;
+  /**
+   * QEMU cache mode semantics without O_DIRECT: 'writeback' (default) syncs on flush(),
+   * 'unsafe' never syncs (qemu-img convert's default target mode), 'writethrough' syncs after
+   * every write.
+   */
+  cache?: 'writeback' | 'unsafe' | 'writethrough';
 }
 
 export class FileStorage implements Storage {
@@ -22,11 +28,18 @@ export class FileStorage implements Storage {
   readonly readOnly: boolean;
   #fh: FileHandle | undefined;
   #closed = false;
+  readonly #cache: 'writeback' | 'unsafe' | 'writethrough';
 
-  private constructor(filename: string, fh: FileHandle, readOnly: boolean) {
+  private constructor(
+    filename: string,
+    fh: FileHandle,
+    readOnly: boolean,
+    cache: FileStorageOptions['cache'],
+  ) {
     this.filename = filename;
     this.#fh = fh;
     this.readOnly = readOnly;
+    this.#cache = cache ?? 'writeback';
   }
 
   static async open(path: string, options: FileStorageOptions = {}): Promise<FileStorage> {
@@ -55,7 +68,7 @@ export class FileStorage implements Storage {
       await fh.close().catch(() => undefined);
       throw err;
     }
-    return new FileStorage(path, fh, readOnly && !options.create);
+    return new FileStorage(path, fh, readOnly && !options.create, options.cache);
   }
 
   get fd(): number {
@@ -115,6 +128,7 @@ export class FileStorage implements Storage {
       }
       done += n;
     }
+    if (this.#cache === 'writethrough') await this.#sync();
   }
 
   async truncate(size: number): Promise<void> {
@@ -163,7 +177,11 @@ export class FileStorage implements Storage {
   }
 
   async flush(): Promise<void> {
-    if (this.readOnly) return;
+    if (this.readOnly || this.#cache === 'unsafe') return;
+    await this.#sync();
+  }
+
+  async #sync(): Promise<void> {
     try {
       await this.#handle().datasync();
     } catch (err) {

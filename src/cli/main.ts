@@ -5,21 +5,16 @@ import { Command } from 'commander';
 import { processIO, type CliIO } from './io.js';
 import { qemuStyle, runProgram, type ToolContext } from './program.js';
 import { registerImgCommands, imgVersionText } from './img/index.js';
+import { subprograms, type LazySubprogram } from './subprograms.js';
 
-/** Subprograms of the umbrella `vmforge` command. Each returns an exit code. */
-type Subprogram = (argv: string[], io: CliIO) => Promise<number>;
-
-const subprograms: Record<string, { describe: string; run: Subprogram }> = {
+/** Subprograms of the umbrella `vmforge` command, loaded on first use. */
+const allSubprograms: Record<string, LazySubprogram> = {
   img: {
     describe: 'qemu-img compatible image commands (also: vmforge-img)',
-    run: (a, io) => runImg(a, io),
+    load: async () => (a, io) => runImg(a, io),
   },
+  ...subprograms,
 };
-
-/** Register a subprogram of `vmforge` (used by feature folders: nbd, firmware, hugepages, run). */
-export function addSubprogram(name: string, describe: string, run: Subprogram): void {
-  subprograms[name] = { describe, run };
-}
 
 function splitDebug(argv: string[], io: CliIO): { argv: string[]; debug: boolean } {
   const debug = argv.includes('--debug') || io.env['VMFORGE_DEBUG'] === '1';
@@ -57,13 +52,13 @@ export async function runImg(rawArgv: string[], io: CliIO = processIO()): Promis
 /** `vmforge ARGS`: dispatch to a subprogram. */
 export async function runVmforge(rawArgv: string[], io: CliIO = processIO()): Promise<number> {
   const name = rawArgv[0];
-  const sub = name === undefined ? undefined : subprograms[name];
-  if (sub) return sub.run(rawArgv.slice(1), io);
+  const sub = name === undefined ? undefined : allSubprograms[name];
+  if (sub) return (await sub.load())(rawArgv.slice(1), io);
   if (name === '--version' || name === '-V') {
     io.stdout.write(`vmforge ${await packageVersion()}\n`);
     return 0;
   }
-  const lines = Object.entries(subprograms).map(([n, s]) => `  ${n.padEnd(12)}${s.describe}`);
+  const lines = Object.entries(allSubprograms).map(([n, s]) => `  ${n.padEnd(12)}${s.describe}`);
   const usage = `Usage: vmforge COMMAND [options]\n\nCommands:\n${lines.join('\n')}\n`;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     io.stdout.write(usage);
@@ -85,13 +80,23 @@ export async function packageVersion(): Promise<string> {
 
 /** Used by the bin shims: run, set the exit code, never call process.exit(). */
 export async function runBin(which: 'vmforge' | 'img' | 'nbd'): Promise<void> {
-  // Load the feature folders that register subprograms (nbd, firmware, ...).
-  await import('./subprograms.js');
   const argv = process.argv.slice(2);
   const io = processIO();
+  // Safety net: if the event loop ever drains while a command is still pending (a promise
+  // nobody will settle), say so and fail instead of exiting 0 with half the work done.
+  let finished = false;
+  const onBeforeExit = () => {
+    if (finished) return;
+    finished = true;
+    io.stderr.write(`vmforge: internal error: exited before the command finished\n`);
+    process.exitCode = 70;
+  };
+  process.on('beforeExit', onBeforeExit);
   let code: number;
   if (which === 'vmforge') code = await runVmforge(argv, io);
   else if (which === 'img') code = await runImg(argv, io);
   else code = await runVmforge(['nbd', ...argv], io);
+  finished = true;
+  process.off('beforeExit', onBeforeExit);
   process.exitCode = code;
 }

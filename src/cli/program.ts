@@ -85,6 +85,7 @@ export async function runProgram(
     }
     if (isVmforgeError(err)) {
       io.stderr.write(`${tool}: ${err.message}\n`);
+      if (err.hint) io.stderr.write(`${err.hint}\n`);
       if (ctx.debug && err.stack) io.stderr.write(`${err.stack}\n`);
       return 1;
     }

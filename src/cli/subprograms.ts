@@ -1,3 +1,37 @@
-// Side-effect imports: each feature's CLI registers itself as a `vmforge` subprogram here.
-// (nbd, firmware, hugepages, run and qmp add one line each.)
-export {};
+// The `vmforge` subprograms, loaded on first use so that `vmforge-img` and `vmforge img` do not
+// pay for firmware, launcher or NBD code at start-up. One entry per feature.
+import type { CliIO } from './io.js';
+
+export type Subprogram = (argv: string[], io: CliIO) => Promise<number>;
+
+export interface LazySubprogram {
+  describe: string;
+  load: () => Promise<Subprogram>;
+}
+
+export const subprograms: Record<string, LazySubprogram> = {
+  io: {
+    describe: 'read and write image data, qemu-io style (-c "write -P 0xab 0 1M")',
+    load: async () => (await import('./io-cmd/index.js')).runIo,
+  },
+  firmware: {
+    describe: 'UEFI firmware: list, find, fetch, prepare, build',
+    load: async () => (await import('./firmware/index.js')).runFirmware,
+  },
+  hugepages: {
+    describe: 'huge page pools, hugetlbfs mounts, QEMU memory backends',
+    load: async () => (await import('./hugepages/index.js')).runHugepages,
+  },
+  run: {
+    describe: 'boot a VM from a YAML/JSON spec (QEMU launcher)',
+    load: async () => (await import('./run/index.js')).runRun,
+  },
+  qmp: {
+    describe: 'send one QMP command to a running VM',
+    load: async () => (await import('./run/index.js')).runQmp,
+  },
+  demo: {
+    describe: 'build a disk, boot it under UEFI, show the marker',
+    load: async () => (await import('./run/index.js')).runDemoCli,
+  },
+};

@@ -18,12 +18,20 @@ export class VmforgeError extends Error {
   readonly code: string;
   readonly kind: ErrorKind;
   readonly details: Record<string, unknown>;
+  /** Extra lines printed after the message (QEMU's error_append_hint). */
+  hint: string | undefined;
 
   constructor(kind: ErrorKind, code: string, message: string, options: VmforgeErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.kind = kind;
     this.code = code;
     this.details = options.details ?? {};
+  }
+
+  /** Attach a hint shown on the lines after the message. */
+  withHint(hint: string): this {
+    this.hint = this.hint ? `${this.hint}\n${hint}` : hint;
+    return this;
   }
 }
 

@@ -3,5 +3,6 @@ export * from './errors.js';
 export * from './bytes.js';
 export * from './units.js';
 export * from './printf.js';
+export * from './byte-string.js';
 export { debug } from './debug.js';
 export { RwLock } from './rwlock.js';

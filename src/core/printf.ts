@@ -37,6 +37,19 @@ function scaledRound(x: number, scale: number): bigint {
   return q;
 }
 
+/** Sign of x - 10^k, computed exactly. x must be finite and > 0. */
+function comparePow10(x: number, k: number): number {
+  const { mant, exp2 } = decompose(x);
+  let lhs = mant;
+  let rhs = 1n;
+  if (exp2 >= 0) lhs <<= BigInt(exp2);
+  else rhs <<= BigInt(-exp2);
+  // compare lhs / rhs with 10^k
+  if (k >= 0) rhs *= 10n ** BigInt(k);
+  else lhs *= 10n ** BigInt(-k);
+  return lhs < rhs ? -1 : lhs > rhs ? 1 : 0;
+}
+
 function checkInput(x: number): void {
   if (!Number.isFinite(x)) throw new RangeError(`printf: non-finite value ${x}`);
 }
@@ -62,20 +75,17 @@ export function printfG(x: number, precision: number): string {
   const neg = x < 0 || Object.is(x, -0);
   const ax = Math.abs(x);
   if (ax === 0) return neg ? '-0' : '0';
-  // Decimal exponent of x, corrected for floating error in log10.
+  // Exact decimal exponent of x (10^e10 <= x < 10^(e10+1)): log10 is only an estimate, and
+  // near a power of ten it can be off by one (log10(1e-7) is -7 though the double 1e-7 is
+  // below 10^-7), which would round to one significant digit too few.
   let e10 = Math.floor(Math.log10(ax));
+  while (comparePow10(ax, e10) < 0) e10 -= 1;
+  while (comparePow10(ax, e10 + 1) >= 0) e10 += 1;
   let q = scaledRound(ax, p - 1 - e10);
-  const limit = 10n ** BigInt(p);
-  const floor = 10n ** BigInt(p - 1);
-  while (q < floor) {
-    e10 -= 1;
-    q = scaledRound(ax, p - 1 - e10);
-  }
-  while (q >= limit) {
-    // Either log10 overestimated nothing and rounding carried (999.5 -> 1000), or e10 was low.
-    const q2 = scaledRound(ax, p - 2 - e10);
+  if (q >= 10n ** BigInt(p)) {
+    // Rounding carried into a new digit (9.995 -> 10.0): one more in the exponent.
     e10 += 1;
-    q = q2;
+    q /= 10n;
   }
   const digits = q.toString(); // exactly p digits
   let out: string;
@@ -100,4 +110,25 @@ export function printfG(x: number, precision: number): string {
 function stripZeros(s: string): string {
   if (!s.includes('.')) return s;
   return s.replace(/0+$/, '').replace(/\.$/, '');
+}
+
+/** printf("%#x", n): lowercase hex with a "0x" prefix, except that 0 prints as plain "0". */
+export function printfHexAlt(n: number | bigint): string {
+  const v = typeof n === 'bigint' ? BigInt.asUintN(64, n) : BigInt.asUintN(64, BigInt(n));
+  return v === 0n ? '0' : `0x${v.toString(16)}`;
+}
+
+/**
+ * printf("%-<width>s") (leftAlign) or printf("%<width>s"): pad with spaces to `width` counted
+ * in bytes as C does, never truncate. `length` is the byte length of `text` (for strings that
+ * are not plain ASCII pass byteLength(text) from core/byte-string.ts).
+ */
+export function printfPad(
+  text: string,
+  width: number,
+  leftAlign: boolean,
+  length = text.length,
+): string {
+  const pad = ' '.repeat(Math.max(0, width - length));
+  return leftAlign ? text + pad : pad + text;
 }

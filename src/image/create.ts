@@ -24,7 +24,11 @@ export interface CreateImageOptions extends Partial<Omit<Qcow2CreateOptions, 'da
   unsafe?: boolean;
 }
 
-/** Resolve the size and check the backing file as bdrv_img_create() does. */
+/**
+ * Resolve the size and check the backing file as bdrv_img_create() does. A backing file without
+ * a format gets the probed format recorded (qemu-img refuses to guess; the library records what
+ * it found rather than leave the image to be probed at every open).
+ */
 async function resolveSize(filename: string, o: CreateImageOptions): Promise<number> {
   let size = o.size;
   if (o.backingFile !== undefined && o.backingFile !== '' && (!o.unsafe || size === undefined)) {
@@ -42,6 +46,9 @@ async function resolveSize(filename: string, o: CreateImageOptions): Promise<num
       throw withContext(err, 'Could not open backing image');
     }
     if (size === undefined) size = backing.size;
+    if (o.backingFormat === undefined && (backing.format === 'raw' || backing.format === 'qcow2')) {
+      o.backingFormat = backing.format;
+    }
     await backing.close();
   }
   if (size === undefined) throw new InvalidArgumentError('Image creation needs a size parameter');
@@ -53,6 +60,7 @@ export async function createImage(
   options: CreateImageOptions = {},
 ): Promise<void> {
   const format = options.format ?? 'raw';
+  options = { ...options };
   const size = await resolveSize(filename, options);
   if (format === 'raw') {
     const prealloc: PreallocMode = options.preallocation ?? 'off';
@@ -80,7 +88,8 @@ export async function createImage(
   let dataStorage: FileStorage | undefined;
   try {
     if (dataFile !== undefined) {
-      dataStorage = await FileStorage.open(resolveRelativeTo(filename, dataFile), {
+      // Like qemu-img, the data file name is used as given (relative to the working directory).
+      dataStorage = await FileStorage.open(dataFile, {
         create: true,
         truncate: true,
       });

@@ -17,6 +17,7 @@ import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/ope
 import { dirtyImageRepair } from '../qcow2/check/index.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
+import { LuksInfoDevice } from '../luks/luks-device.js';
 import { probeFormat } from './probe.js';
 
 export type SupportedFormat = 'raw' | 'qcow2';
@@ -34,6 +35,8 @@ export interface OpenImageOptions {
   checkMode?: boolean;
   /** Receives warnings QEMU would print (e.g. a probed raw image opened read-write). */
   onWarning?: (message: string) => void;
+  /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
+  cache?: 'writeback' | 'unsafe' | 'writethrough';
   /**
    * Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. Defaults to QEMU's
    * automatic `check -r all` (dirtyImageRepair), whose lines go to `onWarning`.
@@ -70,10 +73,21 @@ export async function openImage(
   options: OpenImageOptions = {},
 ): Promise<BlockDevice> {
   try {
-    return await openInChain(filename, options, [], options.format);
+    return await openImageNoContext(filename, options);
   } catch (err) {
     throw withContext(err, `Could not open '${filename}'`);
   }
+}
+
+/**
+ * openImage() without the outer "Could not open '<name>': " context, for callers that report
+ * errors the way bdrv_open() does (e.g. qemu-img create checking a backing file).
+ */
+export function openImageNoContext(
+  filename: string,
+  options: OpenImageOptions = {},
+): Promise<BlockDevice> {
+  return openInChain(filename, options, [], options.format);
 }
 
 async function openInChain(
@@ -93,7 +107,7 @@ async function openInChain(
   }
 
   const readOnly = options.readOnly ?? true;
-  const storage = await openFile(filename, readOnly);
+  const storage = await openFile(filename, readOnly, options.cache);
   try {
     // Loop detection on the real path (symlinks and ./ spellings included).
     const real = await realpath(filename).catch(() => filename);
@@ -114,6 +128,12 @@ async function openInChain(
       );
     }
     if (fmt === 'raw') return await RawDevice.open(storage, { filename });
+    if (fmt === 'luks') {
+      // Without a key QEMU can only inspect LUKS images (BDRV_O_NO_IO), and so can vmforge.
+      if (!options.noIO)
+        throw new InvalidArgumentError("Parameter 'key-secret' is required for cipher");
+      return await LuksInfoDevice.open(storage, filename);
+    }
     if (fmt === 'qcow2') {
       return await openQcow2(storage, {
         filename,
@@ -122,7 +142,7 @@ async function openInChain(
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
         // A dirty lazy-refcounts image opened read-write gets QEMU's automatic `check -r all`.
         repairDirty: options.repairDirty ?? dirtyImageRepair((m) => options.onWarning?.(m.text)),
-        openDataFile: (path, ro) => openFile(path, ro),
+        openDataFile: (path, ro) => openFile(path, ro, options.cache),
         ...(options.backing === 'none'
           ? {}
           : {
@@ -153,7 +173,11 @@ async function openInChain(
   }
 }
 
-async function openFile(path: string, readOnly: boolean): Promise<Storage> {
+async function openFile(
+  path: string,
+  readOnly: boolean,
+  cache?: OpenImageOptions['cache'],
+): Promise<Storage> {
   let st;
   try {
     st = await stat(path);
@@ -163,7 +187,7 @@ async function openFile(path: string, readOnly: boolean): Promise<Storage> {
   if (st?.isDirectory()) {
     throw new InvalidArgumentError(`'file' driver requires '${path}' to be a regular file`);
   }
-  return FileStorage.open(path, { readOnly });
+  return FileStorage.open(path, { readOnly, ...(cache ? { cache } : {}) });
 }
 
 async function probe(storage: Storage, filename: string): Promise<string> {

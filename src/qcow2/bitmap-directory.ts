@@ -1,7 +1,7 @@
 // Persistent dirty bitmaps: the bitmap directory (qcow2.rst "Bitmaps extension", "Bitmap
 // directory"). Decoding follows QEMU's bitmap_list_load() / check_dir_entry() and messages.
 
-import { CorruptImageError } from '../core/index.js';
+import { CorruptImageError, decodeByteString } from '../core/index.js';
 
 export const BME_FLAG_IN_USE = 1;
 export const BME_FLAG_AUTO = 2;
@@ -45,7 +45,7 @@ export function decodeBitmapDirectory(
     if (pos + entrySize > dir.length) throw new CorruptImageError('Broken bitmap directory');
     if (extraSize !== 0) throw new CorruptImageError('Bitmap extra data is not supported');
     const nameBytes = dir.subarray(pos + 24 + extraSize, pos + 24 + extraSize + nameSize);
-    const name = new TextDecoder().decode(nameBytes);
+    const name = decodeByteString(nameBytes);
     const phys = tableSize * clusterSize;
     const bad =
       tableSize === 0 ||

@@ -170,9 +170,7 @@ export async function createQcow2(
   const device = await openQcow2(storage, {
     filename: ctx.filename,
     readOnly: false,
-    ...(dataPath !== undefined && options.dataStorage
-      ? { openDataFile: async () => options.dataStorage! }
-      : {}),
+    ...(dataPath !== undefined && options.dataStorage ? { dataStorage: options.dataStorage } : {}),
   });
   try {
     const first = await device.refcounts.allocClusters(3);

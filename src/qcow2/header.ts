@@ -2,7 +2,14 @@
 // "Header extensions"). Validation follows the order and wording of QEMU 7.2's qcow2_do_open()
 // and qcow2_read_extensions(), so users see the messages they know.
 
-import { ByteReader, ByteWriter, CorruptImageError, NotSupportedError } from '../core/index.js';
+import {
+  ByteReader,
+  ByteWriter,
+  CorruptImageError,
+  decodeByteString,
+  encodeByteString,
+  NotSupportedError,
+} from '../core/index.js';
 import {
   AUTOCLEAR_BITMAPS,
   AUTOCLEAR_DATA_FILE_RAW,
@@ -86,17 +93,13 @@ export interface Qcow2Header {
   unknownExtensions: UnknownExtension[];
 }
 
-const latin1 = new TextDecoder('latin1');
-
-/** Decode a C string field that is not NUL-terminated on disk (stop at NUL if present). */
+/**
+ * Decode a C string field that is not NUL-terminated on disk (stop at NUL if present). Bytes
+ * that are not valid UTF-8 survive as escapes (core/byte-string), so names print as QEMU prints them.
+ */
 function cString(bytes: Uint8Array): string {
   const nul = bytes.indexOf(0);
-  const b = nul >= 0 ? bytes.subarray(0, nul) : bytes;
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(b);
-  } catch {
-    return latin1.decode(b);
-  }
+  return decodeByteString(nul >= 0 ? bytes.subarray(0, nul) : bytes);
 }
 
 export function clusterSizeOf(h: Pick<Qcow2Header, 'clusterBits'>): number {
@@ -401,7 +404,7 @@ export function encodeHeader(h: Qcow2Header): Uint8Array {
   const clusterSize = clusterSizeOf(h);
   const buf = new Uint8Array(clusterSize);
   const w = new ByteWriter(buf);
-  const enc = new TextEncoder();
+  const enc = { encode: encodeByteString };
   const headerLength = V3_HEADER_LENGTH + h.unknownHeaderFields.length;
   try {
     w.u32(QCOW2_MAGIC).u32(h.version);

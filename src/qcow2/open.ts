@@ -52,6 +52,8 @@ export interface Qcow2OpenOptions {
   openBacking?: (spec: BackingSpec) => Promise<BlockDevice>;
   /** Opens the external data file (path resolved like QEMU). */
   openDataFile?: (path: string, readOnly: boolean) => Promise<Storage>;
+  /** The external data file, already open (qemu's "data-file" open option); takes precedence. */
+  dataStorage?: Storage;
   /** Repairs an image left dirty by a killed lazy-refcounts writer (check -r all). */
   repairDirty?: (device: Qcow2Device) => Promise<void>;
   l2CacheBytes?: number;
@@ -177,14 +179,19 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
   let dataStorage = storage;
   let ownsData = false;
   if (hasFeature.dataFile(header)) {
-    if (!options.noIO) {
+    if (options.dataStorage) {
+      dataStorage = options.dataStorage;
+      ownsData = true;
+    } else if (!options.noIO) {
       if (header.dataFile === undefined)
         throw new InvalidArgumentError("'data-file' is required for this image");
       if (!options.openDataFile)
         throw new NotSupportedError(
           'This image has an external data file, but no way to open it was given',
         );
-      const path = resolveRelativeTo(options.filename, header.dataFile);
+      // QEMU opens the recorded name as is: relative names are relative to the working
+      // directory, not to the image (qcow2_do_open -> bdrv_open_child).
+      const path = header.dataFile;
       try {
         dataStorage = await options.openDataFile(path, options.readOnly);
       } catch (err) {

@@ -37,7 +37,8 @@ import {
   INCOMPAT_DIRTY,
   L2_BITMAP_ALL_ZEROES,
 } from './constants.js';
-import { decompressCluster } from './compression.js';
+import { compressCluster, decompressCluster } from './compression.js';
+import { BME_FLAG_IN_USE } from './bitmap-directory.js';
 import { encodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import {
   bitRange,
@@ -47,6 +48,7 @@ import {
   EMPTY_ENTRY,
   entryOffset,
   isCopied,
+  makeCompressedEntry,
   makeEntry,
   readL2Entry,
   subclusterType,
@@ -454,9 +456,14 @@ export class Qcow2Device implements BlockDevice {
     if (options.fua) await this.flush();
   }
 
-  /** Lazy refcounts: set the dirty bit before the first change (qcow2_mark_dirty). */
+  /**
+   * Before the first change: mark persistent bitmaps in use (vmforge does not track writes in
+   * them yet, so QEMU must treat them as inconsistent rather than trust stale bits), and with
+   * lazy refcounts set the dirty bit (qcow2_mark_dirty).
+   */
   async #markDirty(): Promise<void> {
     if (this.#dirtyMarked) return;
+    await this.#markBitmapsInUse();
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) === 0n) {
       this.#dirtyMarked = true;
       return;
@@ -465,6 +472,28 @@ export class Qcow2Device implements BlockDevice {
     await this.#writeIncompatibleFeatures();
     await this.storage.flush();
     this.#dirtyMarked = true;
+  }
+
+  /** Set the in-use flag on every bitmap directory entry, in place (qcow2-bitmap.c BME_FLAG_IN_USE). */
+  async #markBitmapsInUse(): Promise<void> {
+    const ext = this.header.bitmaps;
+    if (!ext || (this.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return;
+    const dir = new Uint8Array(ext.directorySize);
+    await this.storage.read(dir, ext.directoryOffset);
+    const view = new DataView(dir.buffer);
+    let changed = false;
+    for (let pos = 0, n = 0; pos + 24 <= dir.length && n < ext.nbBitmaps; n++) {
+      const flags = view.getUint32(pos + 12);
+      if ((flags & BME_FLAG_IN_USE) === 0) {
+        view.setUint32(pos + 12, flags | BME_FLAG_IN_USE);
+        changed = true;
+      }
+      pos += Math.ceil((24 + view.getUint32(pos + 20) + view.getUint16(pos + 18)) / 8) * 8;
+    }
+    if (changed) {
+      await this.storage.write(dir, ext.directoryOffset);
+      await this.storage.flush();
+    }
   }
 
   async #writeIncompatibleFeatures(): Promise<void> {
@@ -476,7 +505,10 @@ export class Qcow2Device implements BlockDevice {
   /** Guest content of [offset, offset+length) as it reads now (COW source). */
   async #readGuest(offset: number, length: number): Promise<Uint8Array> {
     const buf = new Uint8Array(length);
-    if (length > 0) await this.#read(buf, offset);
+    // COW regions may extend past the virtual size up to the end of the last cluster: QEMU
+    // writes zeros there (they read as zeros), so the file covers whole clusters.
+    const inside = Math.max(0, Math.min(length, this.size - offset));
+    if (inside > 0) await this.#read(buf.subarray(0, inside), offset);
     return buf;
   }
 
@@ -576,7 +608,7 @@ export class Qcow2Device implements BlockDevice {
     // COW granularity: the subcluster with extended L2, else the whole cluster.
     const gran = this.layout.extendedL2 ? g : clusterSize;
     const start = Math.floor(guest / gran) * gran;
-    const stop = Math.min(this.size, Math.ceil(end / gran) * gran);
+    const stop = Math.ceil(end / gran) * gran;
     const head = await this.#cowRegion(table, start, guest);
     const tail = await this.#cowRegion(table, end, stop);
     const full = concat(head, data, tail);
@@ -662,7 +694,7 @@ export class Qcow2Device implements BlockDevice {
     for (let i = 0; i < n; i++) {
       const c = firstCluster + i;
       const cStart = c * clusterSize;
-      const cEnd = Math.min(cStart + clusterSize, this.size);
+      const cEnd = cStart + clusterSize;
       const wFrom = Math.max(guest, cStart);
       const wTo = Math.min(runEnd, cEnd);
       const hostCluster = hostBase + i * clusterSize;
@@ -674,7 +706,7 @@ export class Qcow2Device implements BlockDevice {
         const sFrom = Math.floor((wFrom - cStart) / g);
         const sTo = Math.ceil((wTo - cStart) / g);
         const regionStart = cStart + sFrom * g;
-        const regionEnd = Math.min(cEnd, cStart + sTo * g);
+        const regionEnd = cStart + sTo * g;
         let bytes: Uint8Array;
         let allocBits = bitRange(sFrom, sTo);
         let writeStart = regionStart;
@@ -1198,6 +1230,104 @@ export class Qcow2Device implements BlockDevice {
     return Math.min(stop, end);
   }
 
+  /**
+   * Write whole clusters compressed (qcow2_co_pwritev_compressed_part): `offset` is cluster
+   * aligned and `buf` is one cluster, or shorter for the image's last cluster. A cluster that
+   * does not compress is written normally. The cluster must not be allocated ("Compression can't
+   * overwrite anything"). `compressed` may carry the already compressed bytes (callers compress
+   * in parallel); undefined means "compress here".
+   */
+  async writeCompressed(
+    buf: Uint8Array,
+    offset: number,
+    compressed?: Uint8Array | null,
+  ): Promise<void> {
+    const cs = this.layout.clusterSize;
+    assertRange('write compressed', offset, buf.length, this.size);
+    this.#checkWritable();
+    if (hasFeature.dataFile(this.header)) {
+      throw new NotSupportedError('Compression is not supported with an external data file');
+    }
+    if (offset % cs !== 0 || (buf.length !== cs && offset + buf.length !== this.size)) {
+      throw new InvalidArgumentError('Compressed writes must cover whole clusters');
+    }
+    let data = buf;
+    if (buf.length < cs) {
+      data = new Uint8Array(cs);
+      data.set(buf);
+    }
+    const packed =
+      compressed === undefined ? compressCluster(this.header.compressionType, data) : compressed;
+    if (!packed) {
+      await this.write(buf, offset);
+      return;
+    }
+    await this.#lock.exclusive(async () => {
+      await this.#markDirty();
+      const { table, tableOffset } = await this.#getClusterTable(offset);
+      const idx = Math.floor(offset / cs) % this.layout.l2Entries;
+      if (entryOffset(readL2Entry(table, idx, this.layout)) !== 0) {
+        throw new InvalidArgumentError("Compression can't overwrite anything", { code: 'VMF_EIO' });
+      }
+      const host = await this.#refcounts.allocBytes(packed.length);
+      writeL2Entry(table, idx, this.layout, makeCompressedEntry(host, packed.length, this.layout));
+      this.#l2.markDirty(tableOffset);
+      this.#checkOverlap(host, packed.length);
+      await this.dataStorage.write(packed, host);
+      this.#invalidateDecompressed();
+    });
+  }
+
+  /**
+   * Read an internal snapshot instead of the active image (qcow2_snapshot_load_tmp; read-only
+   * devices only). Matches by id and/or name; the virtual size stays the current one, as in QEMU.
+   */
+  async loadSnapshotTmp(id: string | undefined, name: string | undefined): Promise<void> {
+    if (!this.#readOnly)
+      throw new InvalidArgumentError('A snapshot can only be loaded into a read-only image');
+    const sn = this.snapshots.find(
+      (x) => (id === undefined || x.id === id) && (name === undefined || x.name === name),
+    );
+    if (!sn) throw new InvalidArgumentError("Can't find snapshot", { code: 'VMF_ENOENT' });
+    if (sn.l1Size > MAX_L1_SIZE_BYTES / 8)
+      throw new CorruptImageError('Snapshot L1 table too large');
+    if (
+      sn.l1TableOffset % this.layout.clusterSize !== 0 ||
+      Number.MAX_SAFE_INTEGER - sn.l1Size * 8 < sn.l1TableOffset
+    ) {
+      throw new CorruptImageError('Snapshot L1 table offset invalid');
+    }
+    const bytes = new Uint8Array(sn.l1Size * 8);
+    await this.storage.read(bytes, sn.l1TableOffset);
+    const l1 = new Uint32Array(sn.l1Size * 2);
+    for (let i = 0; i < l1.length; i++)
+      l1[i] =
+        ((bytes[i * 4]! << 24) |
+          (bytes[i * 4 + 1]! << 16) |
+          (bytes[i * 4 + 2]! << 8) |
+          bytes[i * 4 + 3]!) >>>
+        0;
+    await this.#lock.exclusive(async () => {
+      this.setL1(l1);
+      this.#invalidateDecompressed();
+    });
+  }
+
+  /** bdrv_snapshot_load_tmp_by_id_or_name(): try the text as an id, then as a name. */
+  async loadSnapshotByIdOrName(idOrName: string): Promise<void> {
+    try {
+      await this.loadSnapshotTmp(idOrName, undefined);
+    } catch {
+      await this.loadSnapshotTmp(undefined, idOrName);
+    }
+  }
+
+  /** After the last compressed write: align the file end to a sector (qcow2 "EOF" write). */
+  async alignFileEnd(): Promise<void> {
+    const len = await this.storage.size();
+    if (len % 512 !== 0) await this.storage.truncate(Math.ceil(len / 512) * 512);
+  }
+
   async discard(offset: number, length: number): Promise<void> {
     assertRange('discard', offset, length, this.size);
     this.#checkWritable();
@@ -1421,6 +1551,11 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/**
+ * Merge pieces that are contiguous on the host (and in the guest) into single writes. Pieces
+ * that are consecutive views of one buffer (full clusters of the caller's data) are written
+ * straight from it, without copying.
+ */
 function contiguousGroups(
   pieces: { hostOffset: number; bytes: Uint8Array; guestOffset: number }[],
 ): { hostOffset: number; bytes: Uint8Array; guestOffset: number }[] {
@@ -1446,7 +1581,21 @@ function contiguousGroups(
   }
   return groups.map((g) => ({
     hostOffset: g.hostOffset,
-    bytes: concat(...g.parts),
+    bytes: joinViews(g.parts),
     guestOffset: g.guestOffset,
   }));
+}
+
+/** One view over `parts` if they are adjacent views of the same buffer, else a copy. */
+function joinViews(parts: Uint8Array[]): Uint8Array {
+  const first = parts[0]!;
+  let end = first.byteOffset + first.length;
+  let adjacent = true;
+  for (let i = 1; i < parts.length && adjacent; i++) {
+    const p = parts[i]!;
+    adjacent = p.buffer === first.buffer && p.byteOffset === end;
+    end += p.length;
+  }
+  if (adjacent) return new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset);
+  return concat(...parts);
 }

@@ -436,6 +436,47 @@ export class Refcounts {
     return endOffset;
   }
 
+  /** Partly used cluster for compressed data (QEMU's free_byte_offset); 0 = none. */
+  #freeByteOffset = 0;
+
+  /**
+   * Allocate `size` bytes (<= one cluster) for compressed data, packing successive allocations
+   * into the same host cluster as QEMU's qcow2_alloc_bytes() does. Every host cluster the range
+   * touches gets one reference.
+   */
+  async allocBytes(size: number): Promise<number> {
+    const cs = this.layout.clusterSize;
+    let offset = this.#freeByteOffset;
+    if (offset && (await this.get(Math.floor(offset / cs))) >= Number(this.layout.refcountMax))
+      offset = 0;
+    let freeInCluster = cs - (offset % cs);
+    for (;;) {
+      if (!offset || freeInCluster < size) {
+        const newCluster = await this.#findFree(1);
+        if (newCluster === 0) {
+          throw new CorruptImageError(
+            'Preventing invalid allocation of compressed cluster at offset 0',
+          );
+        }
+        if (!offset || Math.ceil(offset / cs) * cs !== newCluster) {
+          offset = newCluster;
+          freeInCluster = cs;
+        } else {
+          freeInCluster += cs;
+        }
+      }
+      try {
+        await this.update(offset, size, 1);
+        break;
+      } catch (err) {
+        if (!(err instanceof RetryAllocation)) throw err;
+        offset = 0;
+      }
+    }
+    this.#freeByteOffset = (offset + size) % cs === 0 ? 0 : offset + size;
+    return offset;
+  }
+
   /**
    * Install a new refcount table that is already on disk and in the header (after `check -r all`
    * rebuilt the refcount structures). Cached refcount blocks must have been dropped by the caller.

@@ -2,7 +2,12 @@
 // 8 bytes. Decoding follows QEMU's qcow2_do_read_snapshots(), including its limits (64 MiB table,
 // 1 KiB extra data per entry) and its messages; encode is the exact inverse.
 
-import { ByteWriter, CorruptImageError } from '../core/index.js';
+import {
+  ByteWriter,
+  CorruptImageError,
+  decodeByteString,
+  encodeByteString,
+} from '../core/index.js';
 import { MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOTS_SIZE } from './constants.js';
 
 export interface Qcow2Snapshot {
@@ -12,7 +17,8 @@ export interface Qcow2Snapshot {
   name: string;
   dateSec: number;
   dateNsec: number;
-  vmClockNsec: number;
+  /** Guest clock in ns; u64, so a BigInt (QEMU prints 2^64-1 exactly). */
+  vmClockNsec: bigint;
   /** vm_state_size, widened by the 64-bit extra-data field when present. */
   vmStateSize: number;
   /** Guest disk size at snapshot time (extra data), or the image size if absent. */
@@ -29,8 +35,6 @@ const ENTRY_HEADER = 40;
 const KNOWN_EXTRA = 24;
 
 export type ReadAt = (offset: number, length: number) => Promise<Uint8Array>;
-
-const decoder = new TextDecoder();
 
 export async function readSnapshotTable(
   readAt: ReadAt,
@@ -52,7 +56,7 @@ export async function readSnapshotTable(
     const nameSize = h.getUint16(14);
     const dateSec = h.getUint32(16);
     const dateNsec = h.getUint32(20);
-    const vmClockNsec = Number(h.getBigUint64(24));
+    const vmClockNsec = h.getBigUint64(24);
     let vmStateSize = h.getUint32(32);
     const extraDataSize = h.getUint32(36);
     if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
@@ -75,9 +79,9 @@ export async function readSnapshotTable(
       unknownExtraData = (await readAt(offset, extraDataSize - KNOWN_EXTRA)).slice();
       offset += extraDataSize - KNOWN_EXTRA;
     }
-    const id = decoder.decode(await readAt(offset, idSize));
+    const id = decodeByteString(await readAt(offset, idSize));
     offset += idSize;
-    const name = decoder.decode(await readAt(offset, nameSize));
+    const name = decodeByteString(await readAt(offset, nameSize));
     offset += nameSize;
     tableLength += ENTRY_HEADER + extraDataSize + idSize + nameSize;
     if (tableLength > MAX_SNAPSHOTS_SIZE) {
@@ -105,7 +109,7 @@ export async function readSnapshotTable(
 
 /** Encode the table as QEMU's qcow2_write_snapshots() does (v3 entries carry 24+ bytes of extra data). */
 export function encodeSnapshotTable(snapshots: Qcow2Snapshot[]): Uint8Array {
-  const enc = new TextEncoder();
+  const enc = { encode: encodeByteString };
   const parts = snapshots.map((sn) => {
     const id = enc.encode(sn.id);
     const name = enc.encode(sn.name);

@@ -2,9 +2,22 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerConvert } from './convert.js';
+import { registerCreate } from './create.js';
+import { registerInfo } from './info.js';
+import { registerMap } from './map.js';
+import { registerSnapshot } from './snapshot.js';
+
 type Register = (program: Command, ctx: ToolContext) => void;
 
-const commands: Register[] = [];
+// In qemu-img's order (qemu-img-cmds.hx).
+const commands: Register[] = [
+  registerConvert,
+  registerCreate,
+  registerInfo,
+  registerMap,
+  registerSnapshot,
+];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {
   for (const register of commands) register(program, ctx);

@@ -6,7 +6,7 @@
 // reclaim), oversized extra data is cut to 1 KiB, and v3 entries missing the 16 bytes of extra
 // data the spec requires are completed; the table is then written anew.
 
-import { readU32BE, VmforgeError } from '../../core/index.js';
+import { decodeByteString, readU32BE, VmforgeError } from '../../core/index.js';
 import { MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOTS, MAX_SNAPSHOTS_SIZE } from '../constants.js';
 import type { Qcow2Snapshot } from '../snapshot-table.js';
 import { INT64_MAX, type CheckContext, type CheckSnapshot } from './context.js';
@@ -62,8 +62,8 @@ const cString = (b: Uint8Array): Uint8Array => {
   return (nul >= 0 ? b.subarray(0, nul) : b).slice();
 };
 
-const decoder = new TextDecoder();
-export const snapshotText = (b: Uint8Array): string => decoder.decode(b);
+/** A snapshot id or name as QEMU prints it (invalid UTF-8 survives as escapes). */
+export const snapshotText = (b: Uint8Array): string => decodeByteString(b);
 
 interface ReadOutcome {
   reduced: number;
@@ -413,7 +413,7 @@ export function toEngineSnapshots(ctx: CheckContext): Qcow2Snapshot[] {
     name: snapshotText(sn.name),
     dateSec: sn.dateSec,
     dateNsec: sn.dateNsec,
-    vmClockNsec: Number(sn.vmClockNsec),
+    vmClockNsec: sn.vmClockNsec,
     vmStateSize: Number(sn.vmStateSize),
     diskSize: Number(sn.diskSize),
     icount: sn.icount === 0xffff_ffff_ffff_ffffn ? undefined : Number(sn.icount),

@@ -1,0 +1,404 @@
+// The copy engine of qemu-img convert (qemu-img.c convert_do_copy / convert_co_do_copy):
+// a cursor over the concatenated sources hands out chunks classified by block status; up to
+// `workers` chunks are read (and compressed) concurrently; writes happen in order unless
+// `outOfOrder`, so the target's layout is deterministic and matches qemu-img's.
+
+import zlib from 'node:zlib';
+import { promisify } from 'node:util';
+import type { BlockDevice } from '../../block/device.js';
+import { isZero, throwIfAborted } from '../../core/index.js';
+import type { Qcow2Device } from '../../qcow2/qcow2-device.js';
+
+const SECTOR = 512;
+/** BDRV_REQUEST_MAX_SECTORS (INT_MAX / 512, aligned down to the max alignment). */
+const REQUEST_MAX_SECTORS = Math.floor(0x7fffffff / 512 / 8) * 8;
+
+export type ChunkStatus = 'data' | 'zero' | 'backing';
+
+export interface CopyPlan {
+  sources: BlockDevice[];
+  /** Sector counts of each source (ceil(size / 512)). */
+  sourceSectors: number[];
+  /** Per-source block-status alignment in sectors (max of request alignment and cluster size). */
+  sourceAlignment: number[];
+  target: BlockDevice;
+  totalSectors: number;
+  /** -S in sectors (0 = write everything, even zeros). */
+  minSparse: number;
+  /** Write-request alignment in sectors (avoid read-modify-write in the target). */
+  alignment: number;
+  /** Chunk size for data in sectors. */
+  bufSectors: number;
+  /** The target has a backing file: unallocated source ranges stay unallocated. */
+  targetHasBacking: boolean;
+  /** Sectors of the target's backing file (-1 unknown). Beyond it zeros must be written. */
+  targetBackingSectors: number;
+  /** The target reads as zeros already: zero ranges need no writes. */
+  hasZeroInit: boolean;
+  compressed: boolean;
+  clusterSectors: number;
+  workers: number;
+  inOrder: boolean;
+  /** Copy unreadable sectors as zeros with a warning (--salvage). */
+  salvage: boolean;
+  onWarning?: ((message: string) => void) | undefined;
+  /** Called with (done, total) sectors of data written. */
+  onProgress?: ((done: number, total: number) => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+interface CursorState {
+  sectorNum: number;
+  nextStatusSector: number;
+  status: ChunkStatus;
+}
+
+function selectPart(plan: CopyPlan, sector: number): { index: number; offset: number } {
+  let index = 0;
+  let offset = 0;
+  while (sector - offset >= plan.sourceSectors[index]!) {
+    offset += plan.sourceSectors[index]!;
+    index++;
+  }
+  return { index, offset };
+}
+
+/**
+ * convert_iteration_sectors(): how many sectors from `sector` share one status, and which.
+ * Mutates `st` (the status cache) exactly as QEMU does.
+ */
+async function iterationSectors(plan: CopyPlan, st: CursorState, sector: number): Promise<number> {
+  const { index, offset: partOffset } = selectPart(plan, sector);
+  let n = Math.min(plan.totalSectors - sector, REQUEST_MAX_SECTORS);
+  let postBackingZero = false;
+  if (plan.targetBackingSectors >= 0) {
+    if (sector >= plan.targetBackingSectors) postBackingZero = true;
+    else if (sector + n > plan.targetBackingSectors) n = plan.targetBackingSectors - sector;
+  }
+  if (st.nextStatusSector <= sector) {
+    const src = plan.sources[index]!;
+    const byteOffset = (sector - partOffset) * SECTOR;
+    const count = Math.min(n * SECTOR, src.size - byteOffset);
+    let status: ChunkStatus;
+    let bytes: number;
+    if (count <= 0) {
+      // The partial last sector of a source whose size is not a multiple of 512.
+      status = 'data';
+      bytes = SECTOR;
+    } else {
+      const [e] = await src.blockStatus(byteOffset, count, { maxExtents: 1 });
+      if (!e) throw new Error(`internal error: no block status at ${byteOffset}`);
+      bytes = e.length;
+      // bdrv_block_status_above(src, base): with a target backing file the base is the
+      // source's own backing file, so only this layer's allocation counts.
+      const aboveBase = !plan.targetHasBacking || e.depth === 0;
+      if (aboveBase && e.zero) status = postBackingZero ? 'backing' : 'zero';
+      else if (aboveBase && e.data) status = 'data';
+      else status = plan.targetHasBacking ? 'backing' : 'data';
+    }
+    n = Math.ceil(bytes / SECTOR);
+    // Keep the next status query aligned to the source's cluster size (avoid re-reading).
+    const tail = (sector - partOffset + n) % plan.sourceAlignment[index]!;
+    if (n > tail) n -= tail;
+    st.status = status;
+    st.nextStatusSector = sector + n;
+  }
+  n = Math.min(n, st.nextStatusSector - sector);
+  if (st.status === 'data') n = Math.min(n, plan.bufSectors);
+  if (plan.compressed) {
+    // Compressed writes are whole clusters.
+    if (n < plan.clusterSectors) {
+      n = Math.min(plan.clusterSectors, plan.totalSectors - sector);
+      st.status = 'data';
+    } else {
+      n = Math.floor(n / plan.clusterSectors) * plan.clusterSectors;
+    }
+  }
+  return n;
+}
+
+/** First allocation pass (for progress): how many sectors hold data to copy. */
+export async function countAllocated(plan: CopyPlan): Promise<number> {
+  const st: CursorState = { sectorNum: 0, nextStatusSector: 0, status: 'data' };
+  let allocated = 0;
+  for (let sector = 0; sector < plan.totalSectors;) {
+    throwIfAborted(plan.signal);
+    const n = await iterationSectors(plan, st, sector);
+    if (st.status === 'data' || (!plan.minSparse && st.status === 'zero')) allocated += n;
+    sector += n;
+  }
+  return allocated;
+}
+
+/** Read guest sectors across concatenated sources (convert_co_read), salvaging if asked. */
+async function readSectors(
+  plan: CopyPlan,
+  sector: number,
+  count: number,
+  buf: Uint8Array,
+): Promise<void> {
+  let pos = 0;
+  while (count > 0) {
+    const { index, offset } = selectPart(plan, sector);
+    const src = plan.sources[index]!;
+    const n = Math.min(count, plan.sourceSectors[index]! - (sector - offset));
+    const byteOffset = (sector - offset) * SECTOR;
+    const readable = Math.max(0, Math.min(n * SECTOR, src.size - byteOffset));
+    const dst = buf.subarray(pos, pos + n * SECTOR);
+    try {
+      if (readable > 0) await src.read(dst.subarray(0, readable), byteOffset);
+      dst.fill(0, readable);
+    } catch (err) {
+      if (!plan.salvage) throw err;
+      // Retry sector by sector; unreadable sectors become zeros.
+      for (let s = 0; s < n; s++) {
+        const one = dst.subarray(s * SECTOR, (s + 1) * SECTOR);
+        const at = byteOffset + s * SECTOR;
+        const len = Math.max(0, Math.min(SECTOR, src.size - at));
+        try {
+          if (len > 0) await src.read(one.subarray(0, len), at);
+          one.fill(0, len);
+        } catch (e) {
+          one.fill(0);
+          plan.onWarning?.(`error while reading offset ${at}: ${(e as Error).message}`);
+        }
+      }
+    }
+    sector += n;
+    count -= n;
+    pos += n * SECTOR;
+  }
+}
+
+/** Whether sector `i` of the chunk is all zeros; `words` views the chunk as 32-bit words. */
+function sectorIsZero(words: Int32Array, i: number): boolean {
+  const end = (i + 1) * 128;
+  for (let w = i * 128; w < end; w++) if (words[w] !== 0) return false;
+  return true;
+}
+
+/**
+ * is_allocated_sectors(): the length of the run starting at sector `first` of the chunk that is
+ * all-zero or all non-zero (per 512-byte sector), adjusted so writes end on `alignment`
+ * boundaries. `sector` is the guest sector of `first`.
+ */
+function allocatedRun(
+  words: Int32Array,
+  first: number,
+  n: number,
+  sector: number,
+  alignment: number,
+): { num: number; data: boolean } {
+  if (n <= 0) return { num: 0, data: false };
+  let zero = sectorIsZero(words, first);
+  let i = 1;
+  for (; i < n; i++) {
+    if (zero !== sectorIsZero(words, first + i)) break;
+  }
+  if (i === n) return { num: i, data: !zero };
+  const tail = (sector + i) & (alignment - 1);
+  if (tail) {
+    if (zero && i <= tail) zero = false;
+    if (!zero) i = Math.min(i + alignment - tail, n);
+    else i -= tail;
+  }
+  return { num: i, data: !zero };
+}
+
+/** is_allocated_sectors_min(): data unless a zero run of at least `min` sectors follows. */
+function allocatedRunMin(
+  words: Int32Array,
+  first: number,
+  n: number,
+  min: number,
+  sector: number,
+  alignment: number,
+): { num: number; data: boolean } {
+  if (n < min) min = n;
+  const head = allocatedRun(words, first, n, sector, alignment);
+  if (!head.data) return head;
+  let used = head.num;
+  let checked = used;
+  let rest = n - head.num;
+  while (rest > 0) {
+    const r = allocatedRun(words, first + checked, rest, sector + checked, alignment);
+    rest -= r.num;
+    checked += r.num;
+    if (r.data) used = checked;
+    else if (r.num >= min) break;
+  }
+  return { num: used, data: true };
+}
+
+const deflateRaw = promisify(zlib.deflateRaw) as (
+  buf: Uint8Array,
+  o: zlib.ZlibOptions,
+) => Promise<Buffer>;
+const zstdCompress = (buf: Uint8Array, o: zlib.ZstdOptions): Promise<Buffer> =>
+  new Promise((resolve, reject) =>
+    zlib.zstdCompress(buf, o, (err, out) => (err ? reject(err) : resolve(out))),
+  );
+
+/** Compress off the main thread (libuv pool), as QEMU's qcow2 compression threads do. */
+async function compressAsync(type: number, cluster: Uint8Array): Promise<Uint8Array | null> {
+  const out =
+    type === 1
+      ? await zstdCompress(cluster, {
+          params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 },
+          pledgedSrcSize: cluster.length,
+        })
+      : await deflateRaw(cluster, {
+          level: zlib.constants.Z_DEFAULT_COMPRESSION,
+          windowBits: 12,
+          memLevel: 9,
+        });
+  return out.length < cluster.length ? out : null;
+}
+
+/** convert_co_write(): write one chunk according to its status. */
+async function writeChunk(
+  plan: CopyPlan,
+  sector: number,
+  count: number,
+  buf: Uint8Array,
+  status: ChunkStatus,
+  compressed: Uint8Array | null | undefined,
+): Promise<void> {
+  const t = plan.target;
+  // One word view of the chunk for zero detection (chunk buffers are 4-byte aligned).
+  const words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+  let first = 0;
+  while (count > 0) {
+    let n = count;
+    let write = false;
+    if (status === 'backing') {
+      // Leave unallocated so the target's backing file shows through.
+    } else if (status === 'data') {
+      if (!plan.minSparse) write = true;
+      else if (!plan.compressed) {
+        const r = allocatedRunMin(words, first, n, plan.minSparse, sector, plan.alignment);
+        n = r.num;
+        write = r.data;
+      } else write = !isZero(buf.subarray(0, n * SECTOR));
+    }
+    const bytes = buf.subarray(0, n * SECTOR); // empty for zero/backing chunks
+    const offset = sector * SECTOR;
+    // The target may end inside the last sector when sizes are not sector multiples.
+    const len = Math.min(n * SECTOR, t.size - offset);
+    if (write) {
+      if (plan.compressed) {
+        await (t as Qcow2Device).writeCompressed(bytes.subarray(0, len), offset, compressed);
+      } else {
+        await t.write(bytes.subarray(0, len), offset);
+      }
+    } else if (status !== 'backing' && !plan.hasZeroInit) {
+      await t.writeZeroes(offset, len, { mayUnmap: true });
+    }
+    sector += n;
+    count -= n;
+    first += n;
+    if (buf.length) buf = buf.subarray(n * SECTOR);
+  }
+}
+
+/** Run the copy. Resolves when every chunk is written; rejects on the first error. */
+export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<void> {
+  const st: CursorState = { sectorNum: 0, nextStatusSector: 0, status: 'data' };
+  let dispenser: Promise<unknown> = Promise.resolve();
+  let failed: unknown;
+  let done = 0;
+  // In-order writes: each chunk waits for the write of the chunk before it.
+  let writeOffset = 0;
+  const waiters = new Map<number, () => void>();
+  const compressionType = plan.compressed
+    ? ((plan.target as Qcow2Device).header?.compressionType ?? 0)
+    : 0;
+
+  const nextChunk = (): Promise<{ sector: number; n: number; status: ChunkStatus } | undefined> => {
+    const p = dispenser.then(async () => {
+      if (failed !== undefined || st.sectorNum >= plan.totalSectors) return undefined;
+      let n = await iterationSectors(plan, st, st.sectorNum);
+      const sector = st.sectorNum;
+      const status = st.status;
+      if (!plan.minSparse && status === 'zero') n = Math.min(n, plan.bufSectors);
+      st.sectorNum += n;
+      return { sector, n, status };
+    });
+    dispenser = p.catch(() => undefined);
+    return p;
+  };
+
+  const worker = async (): Promise<void> => {
+    // Each worker reuses one buffer, like QEMU's per-coroutine buffer: no GC churn.
+    let pool = new Uint8Array(plan.bufSectors * SECTOR);
+    const take = (bytes: number): Uint8Array => {
+      if (pool.length < bytes) pool = new Uint8Array(bytes);
+      const b = pool.subarray(0, bytes);
+      return b;
+    };
+    for (;;) {
+      if (failed !== undefined) return;
+      throwIfAborted(plan.signal);
+      const chunk = await nextChunk();
+      if (!chunk) return;
+      let { status } = chunk;
+      const { sector, n } = chunk;
+      let buf: Uint8Array = new Uint8Array(0);
+      let compressed: Uint8Array | null | undefined;
+      if (status === 'data') {
+        buf = take(n * SECTOR);
+        await readSectors(plan, sector, n, buf);
+        if (plan.compressed && !isZero(buf)) {
+          const cluster =
+            buf.length === plan.clusterSectors * SECTOR
+              ? buf
+              : padTo(buf, plan.clusterSectors * SECTOR);
+          compressed = await compressAsync(compressionType, cluster);
+        }
+      } else if (!plan.minSparse && status === 'zero') {
+        status = 'data';
+        buf = take(n * SECTOR).fill(0);
+      }
+      if (failed !== undefined) return;
+      if (plan.inOrder && writeOffset !== sector) {
+        // Woken by the write before ours, or by wake() when another worker fails.
+        await new Promise<void>((resolve) => waiters.set(sector, resolve));
+      }
+      if (failed !== undefined) return;
+      throwIfAborted(plan.signal);
+      await writeChunk(plan, sector, n, buf, status, compressed);
+      if (status === 'data') {
+        done += n;
+        plan.onProgress?.(done, allocatedTotal);
+      }
+      if (plan.inOrder) {
+        writeOffset = sector + n;
+        const next = waiters.get(writeOffset);
+        if (next) {
+          waiters.delete(writeOffset);
+          next();
+        }
+      }
+    }
+  };
+
+  const wake = () => {
+    for (const w of waiters.values()) w();
+    waiters.clear();
+  };
+  await Promise.all(
+    Array.from({ length: plan.workers }, () =>
+      worker().catch((err: unknown) => {
+        if (failed === undefined) failed = err;
+        wake();
+      }),
+    ),
+  );
+  if (failed !== undefined) throw failed;
+}
+
+function padTo(buf: Uint8Array, size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  out.set(buf);
+  return out;
+}
