@@ -120,11 +120,16 @@ const IMAGES: Healthy[] = [
   },
   {
     name: 'data-file',
-    build: async (d) => (await create(d, 'data_file=t.data'), io(d, SCATTERED)),
+    // Data file names are opened as recorded, relative to the working directory: use an absolute
+    // one so both tools find it (the copies share it; a check never writes the data file).
+    build: async (d) => (await create(d, `data_file=${join(d, 't.data')}`), io(d, SCATTERED)),
   },
   {
     name: 'data-file-raw',
-    build: async (d) => (await create(d, 'data_file=t.data,data_file_raw=on'), io(d, SCATTERED)),
+    build: async (d) => (
+      await create(d, `data_file=${join(d, 't.data')},data_file_raw=on`),
+      io(d, SCATTERED)
+    ),
   },
   {
     name: 'backing-chain',

@@ -1151,7 +1151,9 @@ const SPECS: Spec[] = [
     name: 'snapshots-with-data-file',
     description: 'an image with an external data file and a snapshot table entry',
     async build(b) {
-      await b.create('t.qcow2', '64M', 'data_file=t.data');
+      // QEMU opens a data file name as recorded, relative to the working directory: record an
+      // absolute name so the image opens from anywhere (and its copies share the data file).
+      await b.create('t.qcow2', '64M', `data_file=${b.path('t.data')}`);
       await b.qemuIo('t.qcow2', ['write -P 0x12 0 64k']);
       // Borrow a snapshot table from a twin image without a data file.
       await b.create('twin.qcow2');
@@ -1172,7 +1174,9 @@ const SPECS: Spec[] = [
     name: 'compressed-with-data-file',
     description: 'an image with an external data file and a compressed L2 entry',
     async build(b) {
-      await b.create('t.qcow2', '64M', 'data_file=t.data');
+      // QEMU opens a data file name as recorded, relative to the working directory: record an
+      // absolute name so the image opens from anywhere (and its copies share the data file).
+      await b.create('t.qcow2', '64M', `data_file=${b.path('t.data')}`);
       await b.qemuIo('t.qcow2', ['write -P 0x12 0 128k']);
       const l2 = await b.l2Offset('t.qcow2');
       await b.poke('t.qcow2', l2 + 8, u64((1n << 62n) | 0x10000n));
