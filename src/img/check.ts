@@ -19,6 +19,12 @@ export interface CheckImageOptions {
   format?: SupportedFormat | undefined;
   /** `-r leaks` / `-r all`: repair, opening the image read-write. */
   repair?: 'leaks' | 'all' | undefined;
+  /**
+   * `-T`: how writes reach the file (QEMU's cache modes; default writeback). 'none' and
+   * 'directsync' need O_DIRECT, which vmforge does not use: they behave as writeback and
+   * writethrough, with a warning.
+   */
+  cache?: 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe' | undefined;
   /** Each stderr line as it happens (open warnings, the check's diagnostics). */
   onMessage?: ((message: CheckImageMessage) => void) | undefined;
   /**
@@ -110,12 +116,25 @@ export async function checkImage(
 
   let device: BlockDevice;
   if (typeof target === 'string') {
+    const cache = options.cache ?? 'writeback';
+    if (cache === 'none' || cache === 'directsync') {
+      emit(
+        {
+          text: `vmforge-img: warning: cache mode '${cache}' needs O_DIRECT, which vmforge cannot use; going through the page cache`,
+        },
+        'open',
+      );
+    }
     device = await openImage(target, {
       format: options.format,
       // img_check: BDRV_O_CHECK, plus BDRV_O_RDWR with -r.
       readOnly: fix === 0,
       checkMode: true,
       onWarning: (text) => emit({ text }, 'open'),
+      ...(cache === 'unsafe' ? { cache: 'unsafe' as const } : {}),
+      ...(cache === 'writethrough' || cache === 'directsync'
+        ? { cache: 'writethrough' as const }
+        : {}),
     });
   } else {
     device = target;
