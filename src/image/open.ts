@@ -14,6 +14,7 @@ import {
   withContext,
 } from '../core/index.js';
 import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/open.js';
+import { dirtyImageRepair } from '../qcow2/check/index.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
 import { LuksInfoDevice } from '../luks/luks-device.js';
@@ -42,7 +43,10 @@ export interface OpenImageOptions {
    * closes them.
    */
   backingDevices?: ReadonlyMap<string, BlockDevice>;
-  /** Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. */
+  /**
+   * Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. Defaults to QEMU's
+   * automatic `check -r all` (dirtyImageRepair), whose lines go to `onWarning`.
+   */
   repairDirty?: Qcow2OpenOptions['repairDirty'];
 }
 
@@ -147,7 +151,8 @@ async function openInChain(
         readOnly,
         ...(options.noIO !== undefined ? { noIO: options.noIO } : {}),
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
-        ...(options.repairDirty ? { repairDirty: options.repairDirty } : {}),
+        // A dirty lazy-refcounts image opened read-write gets QEMU's automatic `check -r all`.
+        repairDirty: options.repairDirty ?? dirtyImageRepair((m) => options.onWarning?.(m.text)),
         openDataFile: (path, ro) => openFile(path, ro, options.cache),
         ...(options.backing === 'none'
           ? {}

@@ -261,6 +261,11 @@ export class Qcow2Device implements BlockDevice {
           m = { kind: 'unallocated', length: scEnd - pos, host: hostHere };
           break;
         case 'compressed':
+          if (hasDataFile) {
+            this.#corrupt(
+              `Compressed cluster entry found in image with external data file (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: 0x${index.toString(16)})`,
+            );
+          }
           m = {
             kind: 'compressed',
             length: Math.min(limit, pos - inCluster + clusterSize) - pos,

@@ -488,6 +488,16 @@ export class Refcounts {
     return offset;
   }
 
+  /**
+   * Install a new refcount table that is already on disk and in the header (after `check -r all`
+   * rebuilt the refcount structures). Cached refcount blocks must have been dropped by the caller.
+   */
+  replaceTable(table: number[], tableOffset: number): void {
+    this.table = table;
+    this.tableOffset = tableOffset;
+    this.#refblockSet = undefined;
+  }
+
   /** Is `offset` the start of a cached or referenced refcount block? (overlap checks) */
   isRefblock(clusterOffset: number): boolean {
     if (clusterOffset === 0) return false;
