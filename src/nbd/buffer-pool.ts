@@ -42,3 +42,38 @@ export class BufferPool {
     return this.#pooled;
   }
 }
+
+/**
+ * ByteBudget: READ/WRITE bytes in flight across all connections of a server, so many clients
+ * each sending large writes cannot make the server buffer unbounded amounts of data. One request
+ * always fits when nothing else is in flight (a 32 MiB write must be able to run).
+ */
+export class ByteBudget {
+  readonly #max: number;
+  #used = 0;
+  #waiters: (() => void)[] = [];
+
+  constructor(maxBytes: number) {
+    this.#max = maxBytes;
+  }
+
+  tryTake(n: number): boolean {
+    if (this.#used > 0 && this.#used + n > this.#max) return false;
+    this.#used += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.#used -= n;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Resolves at the next give(); callers retry tryTake(). */
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  get used(): number {
+    return this.#used;
+  }
+}

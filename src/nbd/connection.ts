@@ -5,7 +5,7 @@
 
 import type { Duplex } from 'node:stream';
 import { ProtocolError } from '../core/index.js';
-import type { BufferPool } from './buffer-pool.js';
+import type { BufferPool, ByteBudget } from './buffer-pool.js';
 import { Channel, ConnectionClosedError } from './channel.js';
 import { HandshakeError, negotiate, type HandshakeConfig, type Negotiated } from './handshake.js';
 import { selectedContexts } from './meta-context.js';
@@ -50,6 +50,8 @@ export interface ConnectionConfig extends HandshakeConfig {
   readonly rejectionErrors: 'qemu' | 'spec';
   /** Shared by all connections of a server. */
   readonly pool: BufferPool;
+  /** READ/WRITE bytes in flight across the whole server. */
+  readonly budget: ByteBudget;
 }
 
 /**
@@ -208,6 +210,14 @@ export class NbdServerConnection implements ReplySink {
       ) {
         await this.#waitSlot();
       }
+      // Then the server-wide budget, so hundreds of clients cannot make us buffer gigabytes.
+      let taken = 0;
+      if (verdict.ok && cost > 0) {
+        while (!this.#stopping() && !this.#cfg.budget.tryTake(cost)) {
+          await Promise.race([this.#cfg.budget.wait(), this.#ch.whenClosed()]);
+        }
+        if (!this.#stopping()) taken = cost;
+      }
       let payload: Uint8Array | undefined;
       if (req.type === NBD_CMD_WRITE) {
         if (verdict.ok) {
@@ -222,6 +232,8 @@ export class NbdServerConnection implements ReplySink {
         }
       }
       if (this.#stopping()) {
+        if (taken) this.#cfg.budget.give(taken);
+        if (payload) this.#cfg.pool.give(payload);
         sendGenericReply(ctx, req.cookie, NBD_ESHUTDOWN, 'server is shutting down');
         continue;
       }
@@ -239,6 +251,7 @@ export class NbdServerConnection implements ReplySink {
         })
         .finally(() => {
           if (payload) this.#cfg.pool.give(payload);
+          if (taken) this.#cfg.budget.give(taken);
           this.#inflight--;
           this.#inflightBytes -= cost;
           this.#wakeSlot();

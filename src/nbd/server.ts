@@ -13,7 +13,7 @@ import {
   systemErrorCode,
 } from '../core/index.js';
 import { NbdServerConnection, type ConnectionEnd, type NbdLogger } from './connection.js';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool, ByteBudget } from './buffer-pool.js';
 import { exportTable, type NbdExport, type NbdExportOptions } from './export.js';
 import { DEFAULT_HANDSHAKE_LIMITS, type HandshakeLimits, type ServerTls } from './handshake.js';
 
@@ -42,6 +42,8 @@ export interface NbdServerOptions {
   maxInFlight?: number;
   /** READ/WRITE bytes in flight per connection. @default 64 MiB */
   maxInFlightBytes?: number;
+  /** READ/WRITE bytes in flight across all connections. @default 256 MiB */
+  maxServerInFlightBytes?: number;
   /**
    * Error value for requests refused by validation: 'qemu' answers EINVAL to all of them exactly
    * as qemu-nbd does; 'spec' uses proto.md's preferred EPERM (read-only) and ENOSPC (write past
@@ -102,6 +104,9 @@ export class NbdServer {
       log: this.#log,
       rejectionErrors: options.rejectionErrors ?? 'qemu',
       pool: new BufferPool(),
+      budget: new ByteBudget(
+        positiveInt('maxServerInFlightBytes', options.maxServerInFlightBytes, 256 << 20, 1),
+      ),
     };
   }
 

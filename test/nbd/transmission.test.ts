@@ -286,6 +286,47 @@ describe('vmforge client against vmforge server (unix socket)', () => {
     expect((await Promise.all(reads)).every(Boolean)).toBe(true);
   });
 
+  it('bounds the data in flight across all connections (server budget)', async () => {
+    const dev = await memoryDevice(8 << 20);
+    let now = 0;
+    let peak = 0;
+    const slow: BlockDevice = new Proxy(dev, {
+      get(target, prop) {
+        if (prop === 'write') {
+          return async (buf: Uint8Array, offset: number) => {
+            now += buf.length;
+            peak = Math.max(peak, now);
+            await new Promise((r) => setTimeout(r, 2));
+            await target.write(buf, offset);
+            now -= buf.length;
+          };
+        }
+        return Reflect.get(target, prop);
+      },
+    });
+    const dir = await tempDir();
+    const socket = join(dir, 's');
+    const server = new NbdServer({
+      exports: [{ device: slow }],
+      maxConnections: 0,
+      maxServerInFlightBytes: 1 << 20,
+    });
+    await server.listen({ kind: 'unix', path: socket });
+    cleanups.push(() => server.destroy());
+    const clients = await Promise.all([0, 1, 2].map(() => NbdClient.connect({ socket })));
+    cleanups.push(async () => {
+      for (const c of clients) await c.close();
+    });
+    const chunk = new Uint8Array(512 << 10).fill(7);
+    await Promise.all(
+      clients.flatMap((c, k) =>
+        Array.from({ length: 8 }, (_, i) => c.write(chunk, ((k * 8 + i) % 16) << 19)),
+      ),
+    );
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(1 << 20);
+  });
+
   it('errors carry the NBD error: EINVAL past EOF, EPERM on a read-only export (spec)', async () => {
     const socket = await serve(await memoryDevice(4096), {
       readOnly: true,
