@@ -286,7 +286,7 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
   while (pos < end) {
     let extents: BlockExtent[];
     try {
-      extents = await device.blockStatus(pos, end - pos);
+      extents = await device.blockStatus(pos, end - pos, { maxExtents: 1 });
     } catch (err) {
       return sendGenericReply(
         ctx,
