@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerBitmap } from './bitmap.js';
 import { registerConvert } from './convert.js';
 import { registerCreate } from './create.js';
 import { registerInfo } from './info.js';
@@ -12,6 +13,7 @@ type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
 const commands: Register[] = [
+  registerBitmap,
   registerConvert,
   registerCreate,
   registerInfo,
