@@ -192,6 +192,8 @@ async function storeBitmapData(dev: Qcow2Device, bitmap: DirtyBitmap): Promise<n
   if (tbSize > BME_MAX_TABLE_SIZE || tbSize * cs > BME_MAX_PHYS_SIZE) {
     throw new InvalidArgumentError(`Bitmap '${bitmap.name}' is too big`);
   }
+  // g_try_new0(uint64_t, 0) is NULL: an empty image's bitmap cannot be stored.
+  if (tbSize === 0) throw new InvalidArgumentError('No memory');
   const table = new Array<number>(tbSize).fill(0);
   const buf = new Uint8Array(cs);
   try {

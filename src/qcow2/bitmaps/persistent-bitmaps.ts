@@ -240,6 +240,9 @@ export class PersistentBitmaps implements GuestWriteObserver {
 
   async #store(): Promise<void> {
     const dev = this.device;
+    // Clusters the session freed (vmforge defers frees to the next metadata flush; QEMU frees at
+    // once) become reusable first, so bitmap clusters land where QEMU puts them.
+    await dev.flushMetadataLocked();
     const list = await readBitmapList(dev);
     const stored = new Map<Qcow2Bitmap, DirtyBitmap>();
     const dropTables: { tableOffset: number; tableSize: number }[] = [];
