@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { MemoryStorage } from '../../src/block/memory-storage.js';
-import { openImage } from '../../src/image/open.js';
+import { isQcow2, openImage } from '../../src/image/open.js';
+import { persistentBitmapsSize } from '../../src/qcow2/bitmaps/index.js';
 import { openQcow2 } from '../../src/qcow2/open.js';
 import { filesEqual } from '../support/files.js';
 import { CrashingStorage } from '../support/crashing-storage.js';
@@ -334,6 +335,15 @@ describeWithTools(['qemu-img', 'qemu-io', 'qemu-nbd', 'nbdinfo'], 'img bitmap', 
       }
       await checkClean(p.v);
     }
+    // What measure reserves for them (qcow2_get_persistent_dirty_bitmap_size).
+    const srcDev = await openImage(src, { format: 'qcow2' });
+    if (!isQcow2(srcDev)) throw new Error('not qcow2');
+    for (const cs of [65536, 4096]) {
+      const out = await qemuImg(['measure', '-O', 'qcow2', '-o', `cluster_size=${cs}`, src]);
+      const want = Number(/bitmaps size: (\d+)/.exec(out)![1]);
+      expect(await persistentBitmapsSize(srcDev, cs)).toBe(want);
+    }
+    await srcDev.close();
     // Into an existing image (-n): its own bitmaps stay and track nothing of the copy.
     await qemuImg(['bitmap', '--remove', p.q, 'b1']);
     await p.copyFrom(p.q);

@@ -38,7 +38,8 @@ export class CrashingStorage implements Storage {
   }
   async writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
     this.#change();
-    await this.inner.writeZeroes(offset, length, mayUnmap);
+    void mayUnmap;
+    await this.inner.writeZeroes(offset, length);
   }
   async discard(offset: number, length: number): Promise<void> {
     this.#change();
