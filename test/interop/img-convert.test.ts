@@ -6,11 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWithTools } from '../support/tools.js';
 import { binPath, run } from '../support/run.js';
 import { filesEqual } from '../support/files.js';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const M = 1024 * 1024;
@@ -162,6 +162,7 @@ async function allocated(file: string): Promise<number> {
 
 describeWithTools(['qemu-img', 'qemu-io'], 'convert matches qemu-img 7.2', () => {
   beforeAll(makeSources, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('every source in every mode', async () => {
     const failures: string[] = [];
