@@ -6,7 +6,11 @@
 import type { BlockDevice } from '../block/device.js';
 import { InvalidArgumentError, withContext } from '../core/index.js';
 import { isQcow2, openImage, type SupportedFormat } from '../image/open.js';
-import { persistentBitmaps, type PersistentBitmaps } from '../qcow2/bitmaps/index.js';
+import {
+  generatedNodeName,
+  persistentBitmaps,
+  type PersistentBitmaps,
+} from '../qcow2/bitmaps/index.js';
 import type { DirtyBitmap } from '../qcow2/bitmaps/index.js';
 
 export type BitmapAction =
@@ -107,7 +111,7 @@ export async function bitmapImage(o: BitmapOptions): Promise<void> {
         throw withContext(err, `Could not open '${o.sourceFile}'`);
       }
     }
-    const nodeName = bitmaps?.nodeName ?? '#block100';
+    const nodeName = bitmaps?.nodeName ?? generatedNodeName();
     for (const act of o.actions) {
       try {
         await runAction(act, o, bitmaps, srcBitmaps, nodeName);

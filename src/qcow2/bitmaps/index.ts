@@ -15,6 +15,7 @@ export {
   persistentBitmaps,
   mergeInto,
   defaultGranularity,
+  generatedNodeName,
   INCONSISTENT_HINT,
   type AddBitmapOptions,
 } from './persistent-bitmaps.js';

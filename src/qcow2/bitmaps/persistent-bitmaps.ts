@@ -85,8 +85,11 @@ export function defaultGranularity(clusterSize: number): number {
   return Math.min(65536, Math.max(4096, clusterSize));
 }
 
-/** An auto-generated QEMU node name ("#block" + counter + two random digits, id_generate). */
-function generatedNodeName(): string {
+/**
+ * An auto-generated QEMU node name, as messages print it: "#block" + the node counter (1 for
+ * the first image qemu-img opens) + two random digits (id_generate).
+ */
+export function generatedNodeName(): string {
   return `#block1${String(Math.floor(Math.random() * 100)).padStart(2, '0')}`;
 }
 
