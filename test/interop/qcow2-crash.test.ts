@@ -78,7 +78,9 @@ describeWithTools(['qemu-img'], 'killing a writer never corrupts the image', () 
     await runAndKill(image, 5, 150);
     const dev = await openImage(image, { readOnly: false });
     await dev.close();
-    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', image])).stdout) as Record<string, unknown>;
+    const info = JSON.parse(
+      (await run('qemu-img', ['info', '--output=json', image])).stdout,
+    ) as Record<string, unknown>;
     expect(info['dirty-flag']).toBe(false);
     const check = await run('qemu-img', ['check', image]);
     expect(check.code, check.stdout + check.stderr).toBe(0);

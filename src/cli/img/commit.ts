@@ -9,7 +9,7 @@ import {
   rejectUnsupported,
   type ToolContext,
 } from './common.js';
-import { progressReporter } from './progress.js';
+import { progressMode, progressReporter } from './progress.js';
 import { hostCache } from './cache.js';
 
 export function registerCommit(program: Command, ctx: ToolContext): void {
@@ -22,6 +22,7 @@ export function registerCommit(program: Command, ctx: ToolContext): void {
     .option('-b <base>', 'commit into this image of the chain (implies -d)')
     .option('-d', 'do not empty the overlay afterwards')
     .option('-p', 'show progress')
+    .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet')
     .option('-r <rate_limit>', 'rate limit (not supported)')
     .option('--object <objectdef>', 'not supported')
@@ -34,7 +35,13 @@ export function registerCommit(program: Command, ctx: ToolContext): void {
       }
       const filename = oneFilename(args);
       const quiet = Boolean(opts['q']);
-      const progress = opts['p'] && !quiet ? progressReporter(ctx.io) : undefined;
+      const mode = progressMode(
+        ctx.io,
+        Boolean(opts['p']),
+        opts['progress'] as string | undefined,
+        quiet,
+      );
+      const progress = mode ? progressReporter(ctx.io, mode, 'committing ') : undefined;
       const cache = hostCache(opts['t'] as string | undefined, ctx);
       try {
         await commitImage(filename, {

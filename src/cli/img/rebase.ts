@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { rebaseImage } from '../../img/rebase.js';
 import { usageError } from '../io.js';
 import { formatOption, oneFilename, rejectUnsupported, type ToolContext } from './common.js';
-import { progressReporter } from './progress.js';
+import { progressMode, progressReporter } from './progress.js';
 import { hostCache } from './cache.js';
 
 export function registerRebase(program: Command, ctx: ToolContext): void {
@@ -19,6 +19,7 @@ export function registerRebase(program: Command, ctx: ToolContext): void {
     .option('-t <cache>', 'cache mode')
     .option('-T <src_cache>', 'source cache mode')
     .option('-p', 'show progress')
+    .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet')
     .option('-U, --force-share', 'open without locking (vmforge never locks images)')
     .option('--object <objectdef>', 'not supported')
@@ -31,7 +32,13 @@ export function registerRebase(program: Command, ctx: ToolContext): void {
         throw usageError('Must specify backing file (-b) or use unsafe mode (-u)');
       }
       const quiet = Boolean(opts['q']);
-      const progress = opts['p'] && !quiet ? progressReporter(ctx.io) : undefined;
+      const mode = progressMode(
+        ctx.io,
+        Boolean(opts['p']),
+        opts['progress'] as string | undefined,
+        quiet,
+      );
+      const progress = mode ? progressReporter(ctx.io, mode, 'rebasing ') : undefined;
       const cache = hostCache(opts['t'] as string | undefined, ctx);
       hostCache(opts['T'] as string | undefined, ctx, 'source ');
       try {
