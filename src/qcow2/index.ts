@@ -11,3 +11,10 @@ export {
   type Qcow2CheckOptions,
   type Qcow2CheckReport,
 } from './check/index.js';
+export {
+  DirtyBitmap,
+  PersistentBitmaps,
+  persistentBitmaps,
+  copyBitmaps,
+  persistentBitmapsSize,
+} from './bitmaps/index.js';

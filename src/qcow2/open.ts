@@ -23,6 +23,7 @@ import {
 } from './constants.js';
 import { decodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import { makeLayout, sizeToL1, type Layout } from './layout.js';
+import { PersistentBitmaps } from './bitmaps/persistent-bitmaps.js';
 import { Qcow2Device } from './qcow2-device.js';
 import { getRefcount, Refcounts } from './refcount.js';
 import { readSnapshotTable, type Qcow2Snapshot } from './snapshot-table.js';
@@ -262,6 +263,8 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
   }
 
   if (!options.readOnly) {
+    // Guest writes keep the image's persistent dirty bitmaps up to date (src/qcow2/bitmaps).
+    device.attachWriteObserver(new PersistentBitmaps(device));
     try {
       await prepareForWriting(device, header, options);
     } catch (err) {

@@ -38,7 +38,6 @@ import {
   L2_BITMAP_ALL_ZEROES,
 } from './constants.js';
 import { compressCluster, decompressCluster } from './compression.js';
-import { BME_FLAG_IN_USE } from './bitmap-directory.js';
 import { encodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import {
   bitRange,
@@ -69,6 +68,27 @@ type Mapping =
   | { kind: 'zero'; length: number; host?: number }
   | { kind: 'unallocated'; length: number; host?: number }
   | { kind: 'compressed'; length: number; entry: L2Entry };
+
+/**
+ * Watches what changes guest-visible content, for persistent dirty bitmaps
+ * (src/qcow2/bitmaps/persistent-bitmaps.ts): QEMU marks bitmaps in bdrv_co_write_req_finish()
+ * and stores them when the image is closed (qcow2_inactivate). Every hook runs with the metadata
+ * lock held exclusively; it may write metadata (use flushMetadataLocked, never flush/close).
+ */
+export interface GuestWriteObserver {
+  /**
+   * A write, zero write or discard of [offset, offset + length) is about to change the image.
+   * Runs before anything of it reaches the disk, so an observer can first mark its on-disk
+   * state as "in use" (crash safety: a killed writer leaves bitmaps marked inconsistent).
+   */
+  beforeGuestWrite(offset: number, length: number): Promise<void>;
+  /** The virtual size is about to change; may refuse (qcow2_truncate_bitmaps_check). */
+  beforeResize(newSize: number): Promise<void>;
+  /** The virtual size changed (bdrv_dirty_bitmap_truncate). */
+  afterResize(newSize: number): void;
+  /** close() is about to write back metadata: persist what the observer keeps in memory. */
+  beforeClose(): Promise<void>;
+}
 
 export interface Qcow2DeviceInit {
   filename: string;
@@ -108,6 +128,7 @@ export class Qcow2Device implements BlockDevice {
   readonly #metadataPreallocation: boolean;
   #dirtyMarked = false;
   #closed = false;
+  #observer: GuestWriteObserver | undefined;
   /** One decompressed cluster, keyed by its L2 entry, for sequential small reads. */
   #decompressed: { hi: number; lo: number; data: Uint8Array } | undefined;
   /** Host offsets of the active L2 tables, for overlap checks; rebuilt after L1 changes. */
@@ -454,6 +475,7 @@ export class Qcow2Device implements BlockDevice {
     this.#checkWritable();
     if (buf.length === 0) return;
     await this.#lock.exclusive(async () => {
+      await this.#observer?.beforeGuestWrite(offset, buf.length);
       await this.#markDirty();
       await this.#write(buf, offset);
       await this.#maybeApplyFrees();
@@ -461,14 +483,9 @@ export class Qcow2Device implements BlockDevice {
     if (options.fua) await this.flush();
   }
 
-  /**
-   * Before the first change: mark persistent bitmaps in use (vmforge does not track writes in
-   * them yet, so QEMU must treat them as inconsistent rather than trust stale bits), and with
-   * lazy refcounts set the dirty bit (qcow2_mark_dirty).
-   */
+  /** Before the first change, with lazy refcounts: set the dirty bit (qcow2_mark_dirty). */
   async #markDirty(): Promise<void> {
     if (this.#dirtyMarked) return;
-    await this.#markBitmapsInUse();
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) === 0n) {
       this.#dirtyMarked = true;
       return;
@@ -477,28 +494,6 @@ export class Qcow2Device implements BlockDevice {
     await this.#writeIncompatibleFeatures();
     await this.storage.flush();
     this.#dirtyMarked = true;
-  }
-
-  /** Set the in-use flag on every bitmap directory entry, in place (qcow2-bitmap.c BME_FLAG_IN_USE). */
-  async #markBitmapsInUse(): Promise<void> {
-    const ext = this.header.bitmaps;
-    if (!ext || (this.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return;
-    const dir = new Uint8Array(ext.directorySize);
-    await this.storage.read(dir, ext.directoryOffset);
-    const view = new DataView(dir.buffer);
-    let changed = false;
-    for (let pos = 0, n = 0; pos + 24 <= dir.length && n < ext.nbBitmaps; n++) {
-      const flags = view.getUint32(pos + 12);
-      if ((flags & BME_FLAG_IN_USE) === 0) {
-        view.setUint32(pos + 12, flags | BME_FLAG_IN_USE);
-        changed = true;
-      }
-      pos += Math.ceil((24 + view.getUint32(pos + 20) + view.getUint16(pos + 18)) / 8) * 8;
-    }
-    if (changed) {
-      await this.storage.write(dir, ext.directoryOffset);
-      await this.storage.flush();
-    }
   }
 
   async #writeIncompatibleFeatures(): Promise<void> {
@@ -896,6 +891,7 @@ export class Qcow2Device implements BlockDevice {
       if (this.snapshots.length > 0 && this.header.version < 3) {
         throw new NotSupportedError("Can't resize a v2 image which has snapshots");
       }
+      await this.#observer?.beforeResize(newSize);
       await this.#markDirty();
       const oldSize = this.size;
       await this.#growL1(Math.ceil(newSize / this.layout.l2Coverage), true);
@@ -915,6 +911,7 @@ export class Qcow2Device implements BlockDevice {
       const b = new Uint8Array(8);
       new DataView(b.buffer).setBigUint64(0, BigInt(newSize));
       await this.storage.write(b, 24);
+      this.#observer?.afterResize(newSize);
     });
   }
 
@@ -1076,6 +1073,7 @@ export class Qcow2Device implements BlockDevice {
     this.#checkWritable();
     if (length === 0) return;
     await this.#lock.exclusive(async () => {
+      await this.#observer?.beforeGuestWrite(offset, length);
       await this.#markDirty();
       await this.#writeZeroes(offset, length, options);
       await this.#maybeApplyFrees();
@@ -1268,6 +1266,7 @@ export class Qcow2Device implements BlockDevice {
       return;
     }
     await this.#lock.exclusive(async () => {
+      await this.#observer?.beforeGuestWrite(offset, buf.length);
       await this.#markDirty();
       const { table, tableOffset } = await this.#getClusterTable(offset);
       const idx = Math.floor(offset / cs) % this.layout.l2Entries;
@@ -1399,6 +1398,8 @@ export class Qcow2Device implements BlockDevice {
     this.#checkWritable();
     if (length === 0) return;
     await this.#lock.exclusive(async () => {
+      // QEMU marks the whole requested range dirty, whatever the driver discards.
+      await this.#observer?.beforeGuestWrite(offset, length);
       // bdrv_co_pdiscard: only whole clusters (pdiscard_alignment), plus the final partial one.
       const cs = this.layout.clusterSize;
       const start = Math.ceil(offset / cs) * cs;
@@ -1483,7 +1484,19 @@ export class Qcow2Device implements BlockDevice {
     this.#checkOverlapExcept(offset, length, undefined);
   }
 
-  #checkOverlapExcept(offset: number, length: number, allowed: 'l1' | undefined): void {
+  /**
+   * QEMU's pre-write overlap check for metadata written straight to the image file (bitmap
+   * directory, tables and data), also when guest data lives in an external data file.
+   */
+  checkMetadataWrite(offset: number, length: number): void {
+    this.#checkOverlapExcept(offset, length, 'metadata');
+  }
+
+  #checkOverlapExcept(
+    offset: number,
+    length: number,
+    allowed: 'l1' | 'metadata' | undefined,
+  ): void {
     if (this.dataStorage !== this.storage && allowed === undefined) return; // data lives elsewhere
     const cs = this.layout.clusterSize;
     const end = offset + length;
@@ -1496,6 +1509,12 @@ export class Qcow2Device implements BlockDevice {
       what = 'refcount table';
     else if (overlaps(this.header.snapshotsOffset, this.header.nbSnapshots ? cs : 0))
       what = 'snapshot table';
+    else if (
+      this.header.bitmaps &&
+      (this.header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n &&
+      overlaps(this.header.bitmaps.directoryOffset, this.header.bitmaps.directorySize)
+    )
+      what = 'bitmap directory';
     else {
       const first = Math.floor(offset / cs);
       const last = Math.floor((end - 1) / cs);
@@ -1506,7 +1525,7 @@ export class Qcow2Device implements BlockDevice {
         }
       }
     }
-    if (what && allowed === undefined) {
+    if (what && allowed !== 'l1') {
       void this.#markCorrupt();
       throw new CorruptImageError(
         `qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ${what})`,
@@ -1537,6 +1556,23 @@ export class Qcow2Device implements BlockDevice {
     }
   }
 
+  /**
+   * Write back cached metadata in crash-safe order (qcow2_flush_caches). Only with the metadata
+   * lock held: inside withExclusiveLock() or a GuestWriteObserver hook.
+   */
+  async flushMetadataLocked(): Promise<void> {
+    await this.#flushMetadata();
+  }
+
+  /** Install the observer of guest writes (persistent bitmaps; attached by openQcow2). */
+  attachWriteObserver(observer: GuestWriteObserver): void {
+    this.#observer = observer;
+  }
+
+  get writeObserver(): GuestWriteObserver | undefined {
+    return this.#observer;
+  }
+
   /** Rewrite cluster 0 (header, extensions, backing name) from `this.header`. */
   async rewriteHeader(): Promise<void> {
     const buf = encodeHeader(this.header);
@@ -1545,9 +1581,17 @@ export class Qcow2Device implements BlockDevice {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    let observerError: unknown;
     try {
       if (!this.#readOnly) {
         await this.#lock.exclusive(async () => {
+          // Persistent bitmaps first (qcow2_inactivate); a failure there must not cost the
+          // metadata write-back below, so it is reported after it.
+          try {
+            await this.#observer?.beforeClose();
+          } catch (err) {
+            observerError = err;
+          }
           await this.#flushMetadata();
           if (
             this.#dirtyMarked &&
@@ -1570,6 +1614,7 @@ export class Qcow2Device implements BlockDevice {
         await this.dataStorage.close().catch(() => undefined);
       await this.backing?.close().catch(() => undefined);
     }
+    if (observerError !== undefined) throw observerError;
   }
 
   // ---------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
     .option('-C', 'copy offloading')
     .option('-r <rate_limit>', 'rate limit in bytes per second')
     .option('--salvage', 'copy what can be read, zeros elsewhere')
-    .option('--bitmaps', 'copy persistent bitmaps (not supported yet)')
+    .option('--bitmaps', 'copy the persistent bitmaps of the source')
+    .option('--skip-broken-bitmaps', 'with --bitmaps, skip inconsistent bitmaps')
     .option('--object <objectdef>', 'not supported')
     .option('--image-opts', 'not supported')
     .option('--target-image-opts', 'not supported')
@@ -68,7 +69,6 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
       rejectUnsupported(opts);
       if (opts['targetImageOpts'])
         throw new CliExit(1, '--target-image-opts is not supported by vmforge');
-      if (opts['bitmaps']) throw new CliExit(1, '--bitmaps is not supported by vmforge yet');
       if (opts['r'] !== undefined) {
         cvtnum('rate limit', opts['r'] as string);
         throw new CliExit(1, '-r (rate limit) is not supported by vmforge yet');
@@ -128,6 +128,8 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
           outOfOrder: Boolean(opts['W']),
           snapshot: snapshotParam(opts['l'] as string | undefined),
           salvage: Boolean(opts['salvage']),
+          bitmaps: Boolean(opts['bitmaps']),
+          skipBrokenBitmaps: Boolean(opts['skipBrokenBitmaps']),
           copyRange: Boolean(opts['C']),
           cache: cacheMode(opts['t'] as string | undefined, ''),
           sourceCache: cacheMode(opts['T'] as string | undefined, 'source '),

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerBitmap } from './bitmap.js';
 import { registerCheck } from './check.js';
 import { registerCommit } from './commit.js';
 import { registerConvert } from './convert.js';
@@ -15,6 +16,7 @@ type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
 const commands: Register[] = [
+  registerBitmap,
   registerCheck,
   registerCommit,
   registerConvert,

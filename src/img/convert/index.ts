@@ -9,6 +9,12 @@ import { isQcow2, openImage, type SupportedFormat } from '../../image/open.js';
 import { createOptionLists, toCreateOptions } from '../create.js';
 import { QemuOpts } from '../qemu-opts.js';
 import { countAllocated, runCopy, type CopyPlan } from './copy.js';
+// --bitmaps (persistent bitmaps, owned by src/qcow2/bitmaps): three marked call sites below.
+import {
+  checkBitmapsCopyable,
+  checkBitmapsTarget,
+  copyBitmaps,
+} from '../../qcow2/bitmaps/index.js';
 
 const SECTOR = 512;
 const MAX_BUF_SECTORS = 32768;
@@ -44,6 +50,10 @@ export interface ConvertOptions {
   snapshot?: string | { id?: string; name?: string } | undefined;
   /** --salvage */
   salvage?: boolean;
+  /** --bitmaps: copy the source's persistent bitmaps (single qcow2 v3 source and target). */
+  bitmaps?: boolean;
+  /** --skip-broken-bitmaps: with --bitmaps, skip inconsistent bitmaps with a warning. */
+  skipBrokenBitmaps?: boolean;
   /** -C: copy offloading. */
   copyRange?: boolean;
   /** -t (target cache; default unsafe), -T (source cache). */
@@ -62,6 +72,7 @@ function fail(message: string): never {
 /** The flag combinations qemu-img refuses, in its order and words. */
 export function validateConvertOptions(o: ConvertOptions): void {
   const explicitSparse = o.sparseSize !== undefined;
+  if (o.skipBrokenBitmaps && !o.bitmaps) fail('Use of --skip-broken-bitmaps requires --bitmaps');
   if (o.compress && o.copyRange) fail('Cannot enable copy offloading when -c is used');
   if (explicitSparse && o.copyRange) fail('Cannot enable copy offloading when -S is used');
   if (o.copyRange && o.salvage) fail('Cannot use copy offloading in salvaging mode');
@@ -146,6 +157,8 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
         if (prealloc && prealloc !== 'off')
           fail('Compression and preallocation not supported at the same time');
       }
+      // [bitmaps] checked before the target is created, as qemu-img does.
+      if (o.bitmaps) await checkConvertBitmaps(sources, o.skipBrokenBitmaps ?? false);
       try {
         const create = toCreateOptions(
           targetFormat as SupportedFormat,
@@ -160,6 +173,9 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     } else if (o.targetIsZero && targetHasBacking) {
       fail('Cannot use --target-is-zero when the destination image has a backing file');
     }
+    // [bitmaps] the same check when the target exists (-n).
+    if (o.existingTarget && o.bitmaps)
+      await checkConvertBitmaps(sources, o.skipBrokenBitmaps ?? false);
 
     const cache = o.cache ?? 'unsafe';
     if (cache === 'none' || cache === 'directsync') {
@@ -175,6 +191,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
         ? { cache: 'writethrough' as const }
         : {}),
     });
+    if (o.bitmaps) checkBitmapsTarget(target); // [bitmaps]
     if (o.existingTarget && Math.ceil(target.size / SECTOR) < totalSectors) {
       fail('output file is smaller than input file');
     }
@@ -221,6 +238,13 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     }
     await runCopy(plan, allocated);
     if (plan.compressed && isQcow2(target)) await target.alignFileEnd();
+    // [bitmaps] after the data, so the copy itself dirties nothing; stored when target closes.
+    if (o.bitmaps) {
+      await copyBitmaps(sources[0]!, target, {
+        skipBroken: o.skipBrokenBitmaps ?? false,
+        onWarning: o.onWarning,
+      });
+    }
     o.onProgress?.(100);
     await target.close();
     target = undefined;
@@ -233,4 +257,10 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
   } finally {
     for (const s of sources) await s.close().catch(() => undefined);
   }
+}
+
+/** [bitmaps] convert_check_bitmaps() for the one source --bitmaps allows. */
+async function checkConvertBitmaps(sources: BlockDevice[], skipBroken: boolean): Promise<void> {
+  if (sources.length > 1) fail('Copying bitmaps only possible with single source');
+  await checkBitmapsCopyable(sources[0]!, skipBroken);
 }
