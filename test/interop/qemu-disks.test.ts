@@ -106,8 +106,14 @@ describeWithTools(
       const base = join(dir, 'noformat-base.raw');
       await writeFile(base, Buffer.alloc(1024 * 1024));
       const top = join(dir, 'noformat-top.qcow2');
-      // qemu-img 7.2 no longer writes such images; old ones are still around.
-      await createImage(top, { format: 'qcow2', backingFile: base, size: 1024 * 1024 });
+      // qemu-img 7.2 writes such images only with -u (nothing is probed then); old ones
+      // from before 7.0 are still around.
+      await createImage(top, {
+        format: 'qcow2',
+        backingFile: base,
+        size: 1024 * 1024,
+        unsafe: true,
+      });
       expect((await run('qemu-img', ['info', top])).stdout).not.toMatch(/backing file format/);
       const model = normalizeSpec({ arch: 'x86_64', accel: 'tcg', firmware: 'bios', disks: [top] });
       await expect(Vm.launch(model, { paused: true })).rejects.toThrow(
