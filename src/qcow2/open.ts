@@ -21,6 +21,7 @@ import {
   MAX_REFTABLE_SIZE_BYTES,
   MAX_SNAPSHOTS,
 } from './constants.js';
+import { decodeBitmapDirectory } from './bitmap-directory.js';
 import { decodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import { makeLayout, sizeToL1, type Layout } from './layout.js';
 import { Qcow2Device } from './qcow2-device.js';
@@ -225,6 +226,14 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
       header.nbSnapshots,
       header.size,
     ));
+  }
+
+  // qcow2_do_open() loads the persistent bitmaps (qcow2_load_dirty_bitmaps): an image whose
+  // bitmap directory breaks the rules does not open, for info as for I/O.
+  if (header.bitmaps) {
+    const dir = new Uint8Array(header.bitmaps.directorySize);
+    await storage.read(dir, header.bitmaps.directoryOffset);
+    decodeBitmapDirectory(dir, header.bitmaps.nbBitmaps, cs, header.size);
   }
 
   let backing: BlockDevice | undefined;

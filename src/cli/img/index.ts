@@ -2,15 +2,26 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerCompare } from './compare.js';
 import { registerCreate } from './create.js';
+import { registerDd } from './dd.js';
 import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
+import { registerMeasure } from './measure.js';
 import { registerSnapshot } from './snapshot.js';
 
 type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
-const commands: Register[] = [registerCreate, registerInfo, registerMap, registerSnapshot];
+const commands: Register[] = [
+  registerCompare,
+  registerCreate,
+  registerDd,
+  registerInfo,
+  registerMap,
+  registerMeasure,
+  registerSnapshot,
+];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {
   for (const register of commands) register(program, ctx);
