@@ -202,6 +202,20 @@ function buildDamaged(
     patch(p, 64, u64(0x10_0000_0000n));
   });
 
+  // A compressed cluster whose deflate stream is garbage: reads fail with EIO.
+  q('create', '-q', '-f', 'qcow2', 'compressed-garbage.qcow2', '4M');
+  io('qcow2', 'compressed-garbage.qcow2', 'write -P 1 0 64k', 'write -c -P 2 1M 64k');
+  {
+    const path = join(dir, 'compressed-garbage.qcow2');
+    const cl1 = Number(readAt(path, 40, 8).readBigUInt64BE(0));
+    const cl2 = Number(readAt(path, cl1, 8).readBigUInt64BE(0) & 0x00ff_ffff_ffff_fe00n);
+    // Guest cluster 16 (1 MiB): compressed entry, host offset in bits 0..53 (64 KiB clusters).
+    const entry = readAt(path, cl2 + 16 * 8, 8).readBigUInt64BE(0);
+    const host = Number(entry & ((1n << 54n) - 1n));
+    patch(path, host, pseudoRandom(6, 512));
+    out.push('compressed-garbage.qcow2');
+  }
+
   // A bitmap directory with a broken entry (measure reads it for "bitmaps size").
   q('create', '-q', '-f', 'qcow2', 'bitmap-broken.qcow2', '16M');
   q('bitmap', '--add', 'bitmap-broken.qcow2', 'b0');
