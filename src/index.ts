@@ -6,3 +6,4 @@ export * from './qcow2/index.js';
 export * from './image/index.js';
 export * as hugetlbfs from './hugetlbfs/index.js';
 export * as edk2 from './edk2/index.js';
+export * from './img/index.js';

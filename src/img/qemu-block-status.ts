@@ -34,6 +34,19 @@ export interface QemuBlockStatus {
   pnum: number;
 }
 
+/**
+ * QEMU's block-status cache (block/io.c bdrv_bsc_is_data): the last data extent a protocol
+ * node reported, so walking a large data file costs one lseek pair instead of one per chunk.
+ * Answers from it are what a fresh query would give while the file does not change, which is
+ * the case for the read-only walks of compare, measure and dd.
+ */
+const dataCache = new WeakMap<BlockDevice, { start: number; end: number }>();
+
+function cachedData(dev: BlockDevice, offset: number): number {
+  const c = dataCache.get(dev);
+  return c && offset >= c.start && offset < c.end ? c.end - offset : 0;
+}
+
 /** The device `depth` levels down the backing chain. */
 function chainLayer(dev: BlockDevice, depth: number): BlockDevice | undefined {
   let layer: BlockDevice | undefined = dev;
@@ -63,10 +76,14 @@ export async function blockStatusAbove(
   bytes = Math.min(bytes, length - offset);
   let flags: number;
   let pnum: number;
+  const cached = dev.format === 'raw' ? cachedData(dev, offset) : 0;
   if (offset >= dev.size) {
     // The partial last sector of a raw file: file-posix reports a trailing hole.
     flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID | BDRV_BLOCK_ALLOCATED;
     pnum = bytes;
+  } else if (cached > 0) {
+    flags = BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | BDRV_BLOCK_ALLOCATED;
+    pnum = Math.min(cached, bytes);
   } else {
     let ask = Math.min(bytes, dev.size - offset);
     if (dev.format === 'qcow2') ask = Math.min(ask, QCOW2_MAX_STATUS_BYTES);
@@ -74,6 +91,9 @@ export async function blockStatusAbove(
     if (!e || e.length <= 0) throw new Error(`internal error: no block status at ${offset}`);
     flags = flagsOf(e);
     pnum = e.length;
+    if (dev.format === 'raw' && e.data && !e.zero) {
+      dataCache.set(dev, { start: offset, end: offset + e.length });
+    }
     if (!e.allocated) {
       // Unallocated down to the layer `depth`. If that layer has a backing file shorter than
       // the offset, QEMU's chain walk finds the backing file at EOF and answers
@@ -83,7 +103,6 @@ export async function blockStatusAbove(
         flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
       }
     }
-    // A raw file ending mid-sector: the data run stops at the file's end, the tail follows.
   }
   if (offset + pnum === length) flags |= BDRV_BLOCK_EOF;
   return { flags, pnum };
