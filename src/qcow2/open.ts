@@ -211,6 +211,11 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
     if (header.cryptMethod !== CRYPT_AES && header.cryptMethod !== CRYPT_LUKS) {
       throw new NotSupportedError(`Unsupported encryption method: ${header.cryptMethod}`);
     }
+    // Data access needs the key, which QEMU takes from a secret object (--object secret,...
+    // with -o encrypt.key-secret); vmforge has none, so it fails here as qemu-img does without.
+    throw new InvalidArgumentError("Parameter 'encrypt.key-secret' is required for cipher", {
+      code: 'VMF_QCOW2_ENCRYPTED',
+    });
   }
 
   // Internal snapshots (skipped in check mode: a broken table must not stop a repair).

@@ -4,7 +4,8 @@
 // a raw <- qcow2 <- qcow2 backing chain whose top is larger than its backing file, internal
 // snapshots, persistent bitmaps, metadata preallocation, 1 TiB sparse, and empty images; plus
 // damaged images made with byte patches (truncated header, tables beyond EOF, huge L1, random
-// bytes after the magic, random L2 tables, unaligned L2 offsets, a broken bitmap directory).
+// bytes after the magic, random L2 tables, unaligned L2 offsets, a broken bitmap directory, a
+// garbage compressed cluster) and an encrypted image without its key.
 // Random contents come from a seeded generator so every run builds the same files.
 
 import { execFileSync } from 'node:child_process';
@@ -215,6 +216,21 @@ function buildDamaged(
     patch(path, host, pseudoRandom(6, 512));
     out.push('compressed-garbage.qcow2');
   }
+
+  // Encrypted (AES) without the key: qemu-img cannot open it for data either.
+  q(
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '--object',
+    'secret,id=sec0,data=vmforge',
+    '-o',
+    'encrypt.format=aes,encrypt.key-secret=sec0',
+    'aes-nokey.qcow2',
+    '4M',
+  );
+  out.push('aes-nokey.qcow2');
 
   // A bitmap directory with a broken entry (measure reads it for "bitmaps size").
   q('create', '-q', '-f', 'qcow2', 'bitmap-broken.qcow2', '16M');
