@@ -9,3 +9,4 @@ export * as edk2 from './edk2/index.js';
 export * as qemu from './qemu/index.js';
 export * from './img/check.js';
 export * as nbd from './nbd/index.js';
+export * from './img/index.js';

@@ -62,7 +62,8 @@ export class FileStorage implements Storage {
     try {
       fh = await open(path, flags, 0o644);
     } catch (err) {
-      throw fromSystemError(err, `Could not open '${path}'`);
+      // file-posix says "Could not create" for a new image (raw_co_create).
+      throw fromSystemError(err, `Could not ${options.create ? 'create' : 'open'} '${path}'`);
     }
     try {
       const st = await fh.stat();

@@ -96,7 +96,8 @@ export async function createImage(
     const storage = await FileStorage.open(filename, { create: true, truncate: true });
     try {
       await storage.truncate(0);
-      await truncateHostFile(storage, size, prealloc);
+      // file-posix raw_co_create_opts(): the size is rounded up to whole 512-byte sectors.
+      await truncateHostFile(storage, Math.ceil(size / 512) * 512, prealloc);
       await storage.flush();
     } finally {
       await storage.close();

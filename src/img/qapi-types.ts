@@ -111,9 +111,12 @@ export interface MapEntry {
   filename?: string;
 }
 
-/** BlockMeasureInfo. */
+/**
+ * BlockMeasureInfo. Sizes are uint64 in QEMU and can pass 2^53 (measure --size 2E with 2 MiB
+ * clusters): such values are bigints, all others plain numbers.
+ */
 export interface BlockMeasureInfo {
-  required: number;
-  'fully-allocated': number;
-  bitmaps?: number;
+  required: number | bigint;
+  'fully-allocated': number | bigint;
+  bitmaps?: number | bigint;
 }

@@ -163,6 +163,11 @@ function parseValue(desc: OptDesc, str: string): OptValue['value'] {
   }
 }
 
+/** A bare option word as QEMU reads it: [name, value] ("noX" -> [X, 'off'], X -> [X, 'on']). */
+export function bareFlag(word: string): [string, string] {
+  return word.startsWith('no') ? [word.slice(2), 'off'] : [word, 'on'];
+}
+
 /** Parsed -o options for one option list; later values replace earlier ones. */
 export class QemuOpts {
   readonly list: OptDesc[];
@@ -176,11 +181,12 @@ export class QemuOpts {
 
   /** Parse an -o string (qemu_opts_do_parse); unknown names are "Invalid parameter". */
   parse(text: string): this {
-    for (const [name, raw] of splitOptions(text)) {
+    for (const [rawName, raw] of splitOptions(text)) {
+      // get_opt_name_value(): a bare word is a flag, "noX" meaning X=off and X meaning X=on,
+      // whatever X's type (so "-o compat" reads as compat=on).
+      const [name, str] = raw !== undefined ? [rawName, raw] : bareFlag(rawName);
       const desc = this.list.find((d) => d.name === name);
       if (!desc) throw new InvalidArgumentError(`Invalid parameter '${name}'`);
-      // A bare boolean name means "on".
-      const str = raw ?? (desc.type === 'bool' ? 'on' : '');
       this.set(name, str);
     }
     return this;

@@ -26,6 +26,7 @@ import {
   EnvironmentError,
   InvalidArgumentError,
   NotSupportedError,
+  printfHexAlt,
   RwLock,
   writeU32BE,
 } from '../core/index.js';
@@ -223,7 +224,7 @@ export class Qcow2Device implements BlockDevice {
     if (l2Offset === 0) return undefined;
     if (l2Offset % this.layout.clusterSize !== 0) {
       this.#corrupt(
-        `L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: 0x${l1Index.toString(16)})`,
+        `L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: ${printfHexAlt(l1Index)})`,
       );
     }
     return { table: await this.#l2.get(l2Offset), tableOffset: l2Offset };
@@ -255,12 +256,12 @@ export class Qcow2Device implements BlockDevice {
       const host = entryOffset(entry);
       if (stype === 'invalid') {
         this.#corrupt(
-          `Invalid cluster entry found (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: 0x${index.toString(16)})`,
+          `Invalid cluster entry found (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: ${printfHexAlt(index)})`,
         );
       }
       if ((type === 'normal' || type === 'zero-alloc') && host % clusterSize !== 0) {
         this.#corrupt(
-          `Cluster allocation offset 0x${host.toString(16)} unaligned (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: 0x${index.toString(16)})`,
+          `Cluster allocation offset 0x${host.toString(16)} unaligned (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: ${printfHexAlt(index)})`,
         );
       }
       if (type === 'normal' && hasFeature.dataFileRaw(this.header) && host !== pos - inCluster) {
@@ -792,7 +793,7 @@ export class Qcow2Device implements BlockDevice {
     const { offset: l2Offset, copied } = this.l1Entry(l1Index);
     if (l2Offset % this.layout.clusterSize !== 0) {
       this.#corrupt(
-        `L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: 0x${l1Index.toString(16)})`,
+        `L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: ${printfHexAlt(l1Index)})`,
       );
     }
     if (l2Offset !== 0 && copied)

@@ -9,7 +9,7 @@
 // are on disk (applyPendingFrees), so a killed writer leaks clusters at worst and never leaves a
 // reference to a free cluster.
 
-import { CorruptImageError, readU32BE, writeU32BE } from '../core/index.js';
+import { CorruptImageError, printfHexAlt, readU32BE, writeU32BE } from '../core/index.js';
 import type { Storage } from '../block/storage.js';
 import { MAX_CLUSTER_OFFSET, MAX_REFTABLE_SIZE_BYTES } from './constants.js';
 import type { Layout } from './layout.js';
@@ -157,7 +157,7 @@ export class Refcounts {
     const off = this.table[tableIndex] ?? 0;
     if (off % this.layout.clusterSize !== 0) {
       throw new CorruptImageError(
-        `Refblock offset 0x${off.toString(16)} unaligned (reftable index: 0x${tableIndex.toString(16)})`,
+        `Refblock offset 0x${off.toString(16)} unaligned (reftable index: ${printfHexAlt(tableIndex)})`,
       );
     }
     return off;

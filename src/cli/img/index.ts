@@ -5,10 +5,13 @@ import type { ToolContext } from '../program.js';
 import { registerBitmap } from './bitmap.js';
 import { registerCheck } from './check.js';
 import { registerCommit } from './commit.js';
+import { registerCompare } from './compare.js';
 import { registerConvert } from './convert.js';
 import { registerCreate } from './create.js';
+import { registerDd } from './dd.js';
 import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
+import { registerMeasure } from './measure.js';
 import { registerRebase } from './rebase.js';
 import { registerSnapshot } from './snapshot.js';
 
@@ -19,10 +22,13 @@ const commands: Register[] = [
   registerBitmap,
   registerCheck,
   registerCommit,
+  registerCompare,
   registerConvert,
   registerCreate,
+  registerDd,
   registerInfo,
   registerMap,
+  registerMeasure,
   registerSnapshot,
   registerRebase,
 ];

@@ -4,9 +4,19 @@ import type { BlockMeasureInfo } from '../../img/qapi-types.js';
 import { BlockMeasureInfoSchema, inQapiOrder } from './qapi-order.js';
 import { formatQNum, qemuJson } from './qobject-json.js';
 
+/** QAPI declares the members 'int': a uint64 of 2^63 or more prints as a negative int64. */
+function asInt64(v: number | bigint): number | bigint {
+  return typeof v === 'bigint' ? BigInt.asIntN(64, v) : v;
+}
+
 /** `measure --output=json`: BlockMeasureInfo; `bitmaps` only when the caller sets it. */
 export function formatMeasureJson(info: BlockMeasureInfo): string {
-  return qemuJson(inQapiOrder(info, BlockMeasureInfoSchema));
+  const ints: BlockMeasureInfo = {
+    required: asInt64(info.required),
+    'fully-allocated': asInt64(info['fully-allocated']),
+    ...(info.bitmaps !== undefined ? { bitmaps: asInt64(info.bitmaps) } : {}),
+  };
+  return qemuJson(inQapiOrder(ints, BlockMeasureInfoSchema));
 }
 
 /**
