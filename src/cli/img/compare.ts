@@ -10,6 +10,7 @@ import { compareImages, CompareError, type CompareResult } from '../../img/compa
 import { CliExit, usageError } from '../io.js';
 import { formatOption, type ToolContext } from './common.js';
 import { reportIoError } from './io-errors.js';
+import { progressMode, progressReporter } from './progress.js';
 import { QemuProgress } from './qemu-progress.js';
 
 /** bdrv_parse_cache_mode()'s accepted names. */
@@ -19,6 +20,31 @@ export const CACHE_MODES = ['none', 'off', 'directsync', 'writeback', 'unsafe', 
 function openFailure(err: unknown): unknown {
   if (!isVmforgeError(err)) return err;
   return new CliExit(2, err.hint ? `${err.message}\n${err.hint}` : err.message);
+}
+
+/**
+ * -p: qemu-img's own progress text (qemu_progress_init(progress, 2.0), C float steps) unless
+ * stdout is a terminal (a bar, as convert shows) or --progress=json asks for JSON lines.
+ */
+function compareProgress(
+  ctx: ToolContext,
+  mode: ReturnType<typeof progressMode>,
+): { start(): void; advance(bytes: number, total: number): void; end(): void } {
+  if (mode === 'bar' || mode === 'json') {
+    const reporter = progressReporter(ctx.io, mode, 'comparing ');
+    let done = 0;
+    return {
+      start: () => reporter.update(0),
+      advance: (bytes, total) => reporter.update(((done += bytes) / total) * 100),
+      end: () => reporter.end(),
+    };
+  }
+  const qemu = new QemuProgress(ctx.io.stdout, mode === 'qemu', 2.0);
+  return {
+    start: () => qemu.print(0, 100),
+    advance: (bytes, total) => qemu.advance(bytes, total),
+    end: () => qemu.end(),
+  };
 }
 
 /** The verdict line (the size warning, if any, was printed when it was due). */
@@ -44,6 +70,7 @@ export function registerCompare(program: Command, ctx: ToolContext): void {
     .option('-F <fmt>', 'second image format (probed when absent)')
     .option('-T <src_cache>', 'source cache mode (accepted; vmforge reads through the page cache)')
     .option('-p', 'show progress')
+    .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet: print nothing but errors')
     .option('-s', 'strict: sizes and allocation status must match too')
     .option('-U, --force-share', 'open without locking (vmforge never locks images)')
@@ -59,7 +86,10 @@ export function registerCompare(program: Command, ctx: ToolContext): void {
       const quiet = Boolean(opts['q']);
       if (args.length !== 2) throw usageError('Expecting two image file names');
       const [filename1, filename2] = args as [string, string];
-      const progress = new QemuProgress(ctx.io.stdout, Boolean(opts['p']) && !quiet, 2.0);
+      const progress = compareProgress(
+        ctx,
+        progressMode(ctx.io, Boolean(opts['p']), opts['progress'] as string | undefined, quiet),
+      );
       const say = (line: string): void => {
         if (!quiet) ctx.io.stdout.write(`${line}\n`);
       };
@@ -81,7 +111,7 @@ export function registerCompare(program: Command, ctx: ToolContext): void {
         } catch (err) {
           throw openFailure(err);
         }
-        progress.print(0, 100);
+        progress.start();
         let result: CompareResult;
         try {
           result = await compareImages(dev1, dev2, {
