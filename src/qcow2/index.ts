@@ -5,3 +5,10 @@ export { createQcow2, validateQcow2CreateOptions, type Qcow2CreateOptions } from
 export { decodeHeader, encodeHeader, type Qcow2Header } from './header.js';
 export type { Qcow2Snapshot } from './snapshot-table.js';
 export type { Qcow2Bitmap } from './bitmap-directory.js';
+export {
+  createSnapshot,
+  applySnapshot,
+  deleteSnapshot,
+  type SnapshotCreateInfo,
+} from './snapshots.js';
+export { truncateQcow2, type Qcow2TruncateOptions } from './truncate.js';

@@ -2,21 +2,25 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerAmend } from './amend.js';
 import { registerConvert } from './convert.js';
 import { registerCreate } from './create.js';
 import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
+import { registerResize } from './resize.js';
 import { registerSnapshot } from './snapshot.js';
 
 type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
 const commands: Register[] = [
+  registerAmend,
   registerConvert,
   registerCreate,
   registerInfo,
   registerMap,
   registerSnapshot,
+  registerResize,
 ];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {
