@@ -104,9 +104,19 @@ export async function applyImageSnapshot(
   name: string,
   options: ImageSnapshotOptions = {},
 ): Promise<void> {
-  const dev = await openForSnapshot(filename, false, options);
+  const warnings: string[] = [];
+  const dev = await openForSnapshot(filename, false, {
+    ...options,
+    onWarning: (m) => {
+      warnings.push(m);
+      options.onWarning?.(m);
+    },
+  });
   try {
     if (!isQcow2(dev)) {
+      // bdrv_snapshot_goto falls back to the protocol layer by closing and reopening the
+      // image, which repeats the open's warnings.
+      for (const w of warnings) options.onWarning?.(w);
       throw new NotSupportedError(
         `Could not apply snapshot '${name}': Block driver does not support snapshots`,
         { details: { errno: 'ENOTSUP' } },

@@ -167,6 +167,10 @@ async function changeRefcount(
       await refcounts.update(offset, length, delta);
       return;
     } catch (err) {
+      // update_refcount(): a refcount beyond the width's maximum is -EINVAL.
+      if (err instanceof VmforgeError && err.code === 'VMF_QCOW2_REFCOUNT') {
+        throw new InvalidArgumentError(err.message, { cause: err, details: { errno: 'EINVAL' } });
+      }
       if (!(err instanceof RetryAllocation) || attempt >= 3) throw err;
     }
   }
