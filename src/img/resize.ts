@@ -6,6 +6,7 @@
 import { truncateHostFile, type PreallocMode } from '../block/preallocate.js';
 import { InvalidArgumentError, NotSupportedError } from '../core/index.js';
 import { openImage, isQcow2, type SupportedFormat } from '../image/open.js';
+import { MAX_L1_SIZE_BYTES } from '../qcow2/constants.js';
 import { QemuOpts } from './qemu-opts.js';
 
 export interface ResizeRequest {
@@ -81,6 +82,10 @@ export async function resizeImage(req: ResizeRequest): Promise<ResizeResult> {
       });
     }
     if (total > BigInt(Number.MAX_SAFE_INTEGER)) {
+      // qcow2 refuses such sizes when growing its L1 table, before anything else changes.
+      if (isQcow2(dev) && total > BigInt(MAX_L1_SIZE_BYTES / 8) * BigInt(dev.layout.l2Coverage)) {
+        throw new InvalidArgumentError('Failed to grow the L1 table: File too large');
+      }
       throw new InvalidArgumentError(`Image size ${total} is too large (over 8 PiB)`);
     }
     const newSize = Number(total);

@@ -96,6 +96,7 @@ export async function changeRefcountOrder(
       newIndex++;
       entry = 0;
       empty = true;
+      if (fill) newBlock.fill(0);
     };
     // The old table may grow while we allocate: its length is read on every step.
     for (let ti = 0; ti < old.table.length; ti++) {
@@ -107,25 +108,31 @@ export async function changeRefcountOrder(
         });
       }
       const block = blockOffset ? await old.cache.get(blockOffset) : undefined;
-      for (let bi = 0; bi < oldPer; bi++) {
+      // Runs of entries that stay within one new block; a missing old block is all zeros,
+      // which the (zero-initialised) new block already holds.
+      for (let bi = 0; bi < oldPer;) {
         if (entry >= newPer) await finish();
-        const refcount = block ? getRefcount(block, bi, old.layout.refcountOrder) : 0;
-        if (newBits < 64 && refcount >= 2 ** newBits) {
-          const offset = (ti * oldPer + bi) * cs;
-          throw new InvalidArgumentError(
-            `Cannot decrease refcount entry width to ${newBits} bits: Cluster at offset ${hashHex(offset)} has a refcount of ${refcount}`,
-            { details: { errno: 'EINVAL' } },
-          );
+        const span = Math.min(oldPer - bi, newPer - entry);
+        if (block) {
+          for (let k = 0; k < span; k++) {
+            const refcount = getRefcount(block, bi + k, old.layout.refcountOrder);
+            if (refcount === 0) continue;
+            if (newBits < 64 && refcount >= 2 ** newBits) {
+              const offset = (ti * oldPer + bi + k) * cs;
+              throw new InvalidArgumentError(
+                `Cannot decrease refcount entry width to ${newBits} bits: Cluster at offset ${hashHex(offset)} has a refcount of ${refcount}`,
+                { details: { errno: 'EINVAL' } },
+              );
+            }
+            if (fill) setRefcount(newBlock, entry + k, refcountOrder, refcount);
+            empty = false;
+          }
         }
-        if (fill) setRefcount(newBlock, entry, refcountOrder, refcount);
-        entry++;
-        if (refcount !== 0) empty = false;
+        entry += span;
+        bi += span;
       }
     }
-    if (entry > 0) {
-      if (fill) for (; entry < newPer; entry++) setRefcount(newBlock, entry, refcountOrder, 0);
-      await finish();
-    }
+    if (entry > 0) await finish();
     onStatus((index + 1) * old.table.length, total * old.table.length);
     return allocated;
   };

@@ -4,7 +4,7 @@
 // stdout and stderr (tool name swapped), `qemu-img info --output=json` (except filename,
 // actual-size and snapshot dates), guest content of the image and of every snapshot, and
 // `qemu-img check` (clean, and the same image end offset and allocation).
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { img } from './run.js';
@@ -17,26 +17,21 @@ export interface ToolResult {
   stderr: string;
 }
 
-/** Run a QEMU tool synchronously in `cwd`. */
+/** Run a QEMU tool synchronously in `cwd`, capturing both streams whatever the exit code. */
 export function tool(cwd: string, file: string, args: string[]): ToolResult {
-  try {
-    const stdout = execFileSync(file, args, {
-      cwd,
-      env: ENV,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60_000,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    return { code: 0, stdout: stdout.toString('latin1'), stderr: '' };
-  } catch (err) {
-    const e = err as { status?: number | null; stdout?: Buffer; stderr?: Buffer };
-    if (typeof e.status !== 'number') throw err;
-    return {
-      code: e.status,
-      stdout: e.stdout?.toString('latin1') ?? '',
-      stderr: e.stderr?.toString('latin1') ?? '',
-    };
-  }
+  const r = spawnSync(file, args, {
+    cwd,
+    env: ENV,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 60_000,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.error) throw r.error;
+  return {
+    code: r.status ?? 128,
+    stdout: r.stdout.toString('latin1'),
+    stderr: r.stderr.toString('latin1'),
+  };
 }
 
 /**
