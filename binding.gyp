@@ -4,6 +4,11 @@
       "target_name": "vmforge_native",
       "sources": ["native/fileops.c"],
       "cflags": ["-O2", "-Wall"]
+    },
+    {
+      "target_name": "vmforge_zstd",
+      "sources": ["native/zstd.c"],
+      "cflags": ["-O2", "-Wall"]
     }
   ]
 }

@@ -7,3 +7,4 @@ export * from './image/index.js';
 export * as hugetlbfs from './hugetlbfs/index.js';
 export * as edk2 from './edk2/index.js';
 export * as qemu from './qemu/index.js';
+export * from './img/check.js';

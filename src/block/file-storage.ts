@@ -96,6 +96,13 @@ export class FileStorage implements Storage {
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
     const fh = this.#handle();
+    // Offsets past 2^53 (hostile metadata) lie beyond any file: they read as zeros, as past EOF.
+    if (offset + buf.length > Number.MAX_SAFE_INTEGER) {
+      const inRange = Math.max(0, Number.MAX_SAFE_INTEGER - offset);
+      buf.fill(0, inRange);
+      if (inRange === 0) return;
+      buf = buf.subarray(0, inRange);
+    }
     let done = 0;
     while (done < buf.length) {
       let n: number;

@@ -26,3 +26,26 @@ export function nativeFileOps(): NativeFileOps | undefined {
   }
   return loaded ?? undefined;
 }
+
+export interface NativeZstd {
+  /** Compress `src` into `dst`; returns the length, or -1 if it does not fit. */
+  compress(src: Uint8Array, dst: Uint8Array, level: number): number;
+}
+
+let zstdLoaded: NativeZstd | null | undefined;
+
+/** zstd with a reused context through the symbols of the running Node binary (optional). */
+export function nativeZstd(): NativeZstd | undefined {
+  if (zstdLoaded === undefined) {
+    zstdLoaded = null;
+    if (process.env['VMFORGE_NO_NATIVE'] !== '1') {
+      try {
+        const require = createRequire(import.meta.url);
+        zstdLoaded = require('../../build/Release/vmforge_zstd.node') as NativeZstd;
+      } catch {
+        zstdLoaded = null;
+      }
+    }
+  }
+  return zstdLoaded ?? undefined;
+}

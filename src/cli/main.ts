@@ -82,6 +82,12 @@ export async function packageVersion(): Promise<string> {
 export async function runBin(which: 'vmforge' | 'img' | 'nbd'): Promise<void> {
   const argv = process.argv.slice(2);
   const io = processIO();
+  // Like qemu-img (SIGPIPE ignored): a closed pipe on stdout/stderr is not a crash.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
   // Safety net: if the event loop ever drains while a command is still pending (a promise
   // nobody will settle), say so and fail instead of exiting 0 with half the work done.
   let finished = false;

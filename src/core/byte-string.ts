@@ -7,27 +7,40 @@
 
 const ESCAPE_BASE = 0xdc00;
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** Decode bytes to a string, keeping invalid UTF-8 bytes as lone surrogates U+DC80..U+DCFF. */
 export function decodeByteString(bytes: Uint8Array): string {
-  let out = '';
+  // Valid UTF-8 (nearly always): one native decode, no per-character string building.
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    // fall through to the escaping decoder
+  }
+  const codes: number[] = [];
+  const parts: string[] = [];
   let i = 0;
   while (i < bytes.length) {
     const b = bytes[i]!;
     if (b < 0x80) {
-      out += String.fromCharCode(b);
+      codes.push(b);
       i += 1;
-      continue;
-    }
-    const seq = utf8Sequence(bytes, i);
-    if (seq) {
-      out += String.fromCodePoint(seq.cp);
-      i += seq.len;
     } else {
-      out += String.fromCharCode(ESCAPE_BASE + b);
-      i += 1;
+      const seq = utf8Sequence(bytes, i);
+      if (seq) {
+        if (seq.cp > 0xffff)
+          codes.push(0xd800 + ((seq.cp - 0x10000) >> 10), 0xdc00 + ((seq.cp - 0x10000) & 0x3ff));
+        else codes.push(seq.cp);
+        i += seq.len;
+      } else {
+        codes.push(ESCAPE_BASE + b);
+        i += 1;
+      }
     }
+    if (codes.length >= 4096) parts.push(String.fromCharCode(...codes.splice(0)));
   }
-  return out;
+  parts.push(String.fromCharCode(...codes));
+  return parts.join('');
 }
 
 /** A well-formed, shortest-form UTF-8 sequence for a scalar value at `i`, or undefined. */

@@ -14,6 +14,7 @@ import {
   withContext,
 } from '../core/index.js';
 import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/open.js';
+import { dirtyImageRepair } from '../qcow2/check/index.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
 import { LuksInfoDevice } from '../luks/luks-device.js';
@@ -36,7 +37,16 @@ export interface OpenImageOptions {
   onWarning?: (message: string) => void;
   /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
   cache?: 'writeback' | 'unsafe' | 'writethrough';
-  /** Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. */
+  /**
+   * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
+   * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
+   * closes them.
+   */
+  backingDevices?: ReadonlyMap<string, BlockDevice>;
+  /**
+   * Repair hook for dirty (lazy refcounts) qcow2 images opened read-write. Defaults to QEMU's
+   * automatic `check -r all` (dirtyImageRepair), whose lines go to `onWarning`.
+   */
   repairDirty?: Qcow2OpenOptions['repairDirty'];
 }
 
@@ -102,6 +112,11 @@ async function openInChain(
     });
   }
 
+  if (chain.length > 0 && options.backingDevices) {
+    const real = await realpath(filename).catch(() => filename);
+    const given = options.backingDevices.get(real);
+    if (given) return given;
+  }
   const readOnly = options.readOnly ?? true;
   const storage = await openFile(filename, readOnly, options.cache);
   try {
@@ -136,7 +151,8 @@ async function openInChain(
         readOnly,
         ...(options.noIO !== undefined ? { noIO: options.noIO } : {}),
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
-        ...(options.repairDirty ? { repairDirty: options.repairDirty } : {}),
+        // A dirty lazy-refcounts image opened read-write gets QEMU's automatic `check -r all`.
+        repairDirty: options.repairDirty ?? dirtyImageRepair((m) => options.onWarning?.(m.text)),
         openDataFile: (path, ro) => openFile(path, ro, options.cache),
         ...(options.backing === 'none'
           ? {}

@@ -10,6 +10,7 @@
 import zlib from 'node:zlib';
 import { CorruptImageError } from '../core/index.js';
 import { COMPRESSION_ZLIB, COMPRESSION_ZSTD } from './constants.js';
+import { nativeZstd } from '../block/native.js';
 
 function decompressError(what: string, cause?: unknown): CorruptImageError {
   return new CorruptImageError(`Could not decompress ${what} cluster: corrupt compressed data`, {
@@ -138,25 +139,58 @@ export async function decompressCluster(
   throw new CorruptImageError(`qcow2: unknown compression type: ${type}`);
 }
 
+const zstdLevel = { params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } };
+const deflateOptions = { level: zlib.constants.Z_DEFAULT_COMPRESSION, windowBits: 12, memLevel: 9 };
+
+/** zstd through the native helper (a reused context): undefined if it is not available. */
+function nativeZstdCluster(data: Uint8Array): Uint8Array | null | undefined {
+  const z = nativeZstd();
+  if (!z) return undefined;
+  // QEMU compresses into cluster_size - 1 bytes: anything larger is stored uncompressed.
+  const dst = new Uint8Array(data.length - 1);
+  const n = z.compress(data, dst, 3);
+  return n < 0 ? null : dst.subarray(0, n);
+}
+
 /**
- * Compress one cluster. Returns undefined when the result is not smaller than the cluster
- * (QEMU then writes the cluster uncompressed).
+ * Compress one cluster (qcow2_co_compress). Returns undefined when the result is not smaller
+ * than the cluster (QEMU then writes the cluster uncompressed).
  */
 export function compressCluster(type: number, data: Uint8Array): Uint8Array | undefined {
-  let out: Buffer;
+  let out: Uint8Array;
   if (type === COMPRESSION_ZLIB) {
-    out = zlib.deflateRawSync(data, {
-      level: zlib.constants.Z_DEFAULT_COMPRESSION,
-      windowBits: 12,
-      memLevel: 9,
-    });
+    out = zlib.deflateRawSync(data, deflateOptions);
   } else if (type === COMPRESSION_ZSTD) {
-    out = zlib.zstdCompressSync(data, {
-      params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 },
-      pledgedSrcSize: data.length,
-    });
+    const fast = nativeZstdCluster(data);
+    if (fast !== undefined) return fast ?? undefined;
+    out = zlib.zstdCompressSync(data, { ...zstdLevel, pledgedSrcSize: data.length });
   } else {
     throw new CorruptImageError(`qcow2: unknown compression type: ${type}`);
   }
   return out.length < data.length ? out : undefined;
+}
+
+/**
+ * The same off the main thread where that pays: deflate runs on the libuv pool (both cores
+ * compress, as QEMU's compression threads do); zstd with the native helper is fast enough to
+ * run inline (~0.04 ms per 64 KiB cluster).
+ */
+export function compressClusterAsync(
+  type: number,
+  data: Uint8Array,
+): Promise<Uint8Array | undefined> {
+  if (type === COMPRESSION_ZSTD) {
+    const fast = nativeZstdCluster(data);
+    if (fast !== undefined) return Promise.resolve(fast ?? undefined);
+  }
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | null, out: Buffer) => {
+      if (err) reject(err);
+      else resolve(out.length < data.length ? out : undefined);
+    };
+    if (type === COMPRESSION_ZLIB) zlib.deflateRaw(data, deflateOptions, done);
+    else if (type === COMPRESSION_ZSTD)
+      zlib.zstdCompress(data, { ...zstdLevel, pledgedSrcSize: data.length }, done);
+    else reject(new CorruptImageError(`qcow2: unknown compression type: ${type}`));
+  });
 }

@@ -222,7 +222,10 @@ export function decodeHeader(cluster0: Uint8Array): Qcow2Header {
     refcountTableOffset: safe(refcountTableOffsetBig, 'Reference count table'),
     refcountTableClusters,
     nbSnapshots,
-    snapshotsOffset: safe(snapshotsOffsetBig, 'Snapshot table'),
+    // Not refused here: QEMU validates it only when it reads the snapshot table at open, which a
+    // check-mode open skips (the check reports a bad pointer itself). Beyond 2^53 the value is
+    // inexact, and the opener's table validation refuses it with QEMU's message.
+    snapshotsOffset: Number(snapshotsOffsetBig),
     incompatibleFeatures,
     compatibleFeatures,
     autoclearFeatures,
@@ -362,10 +365,13 @@ function readExtensions(
 }
 
 function decodeFeatureTable(data: Uint8Array): FeatureNameEntry[] {
+  // QEMU copies the extension into a zero-filled buffer and walks it in 48-byte entries, so a
+  // trailing partial entry (036 writes a 14-byte table) counts, padded with zeros.
   const entries: FeatureNameEntry[] = [];
-  for (let off = 0; off + 48 <= data.length; off += 48) {
-    const nameBytes = data.subarray(off + 2, off + 48);
-    entries.push({ type: data[off]!, bit: data[off + 1]!, name: cString(nameBytes) });
+  for (let off = 0; off < data.length; off += 48) {
+    const e = new Uint8Array(48);
+    e.set(data.subarray(off, off + 48));
+    entries.push({ type: e[0]!, bit: e[1]!, name: cString(e.subarray(2)) });
   }
   return entries;
 }

@@ -6,6 +6,12 @@ export { decodeHeader, encodeHeader, type Qcow2Header } from './header.js';
 export type { Qcow2Snapshot } from './snapshot-table.js';
 export type { Qcow2Bitmap } from './bitmap-directory.js';
 export {
+  checkQcow2,
+  dirtyImageRepair,
+  type Qcow2CheckOptions,
+  type Qcow2CheckReport,
+} from './check/index.js';
+export {
   createSnapshot,
   applySnapshot,
   deleteSnapshot,

@@ -208,7 +208,7 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
       throw new CorruptImageError(`Missing CRYPTO header for crypt method ${header.cryptMethod}`);
     }
     if (header.cryptMethod !== CRYPT_AES && header.cryptMethod !== CRYPT_LUKS) {
-      throw new NotSupportedError(`Unsupported encryption method: ${header.cryptMethod}`);
+      throw new NotSupportedError(`Unsupported encryption method ${header.cryptMethod | 0}`);
     }
   }
 
@@ -228,7 +228,8 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
   }
 
   let backing: BlockDevice | undefined;
-  if (header.backingFile !== undefined && options.openBacking) {
+  // An empty name means no backing file (bdrv_open_backing_file skips backing_file[0] == '\0').
+  if (header.backingFile !== undefined && header.backingFile !== '' && options.openBacking) {
     const spec: BackingSpec = {
       name: header.backingFile,
       fullName: resolveRelativeTo(options.filename, header.backingFile),
@@ -312,7 +313,9 @@ async function detectMetadataPreallocation(
   const per = layout.refblockEntries;
   for (let i = 0; i < endCluster && count < threshold;) {
     const blockOffset = refcounts.table[Math.floor(i / per)] ?? 0;
-    if (blockOffset === 0 || blockOffset % layout.clusterSize !== 0) {
+    // A block beyond the end of the file reads as zeros: nothing to count (and offsets beyond
+    // 2^53 from a corrupt reftable cannot even be read).
+    if (blockOffset === 0 || blockOffset % layout.clusterSize !== 0 || blockOffset >= fileLength) {
       i = (Math.floor(i / per) + 1) * per;
       continue;
     }

@@ -268,6 +268,11 @@ export class Qcow2Device implements BlockDevice {
           m = { kind: 'unallocated', length: scEnd - pos, host: hostHere };
           break;
         case 'compressed':
+          if (hasDataFile) {
+            this.#corrupt(
+              `Compressed cluster entry found in image with external data file (L2 offset: 0x${l2.tableOffset.toString(16)}, L2 index: 0x${index.toString(16)})`,
+            );
+          }
           m = {
             kind: 'compressed',
             length: Math.min(limit, pos - inCluster + clusterSize) - pos,
@@ -1371,6 +1376,67 @@ export class Qcow2Device implements BlockDevice {
     } catch {
       await this.loadSnapshotTmp(undefined, idOrName);
     }
+  }
+
+  /**
+   * Drop all guest data (bdrv_make_empty, used by qemu-img commit without -d). Like QEMU's
+   * qcow2_make_empty(): a v3 image without snapshots, bitmaps, external data or LUKS is reset
+   * to a freshly created layout (make_completely_empty); otherwise every cluster is discarded.
+   */
+  async makeEmpty(): Promise<void> {
+    this.#checkWritable();
+    const cs = this.layout.clusterSize;
+    const l1Clusters = Math.ceil(this.l1Size / (cs / 8));
+    const completely =
+      this.header.version >= 3 &&
+      this.snapshots.length === 0 &&
+      !this.header.bitmaps &&
+      3 + l1Clusters <= this.layout.refblockEntries &&
+      this.header.cryptMethod !== 2 &&
+      !hasFeature.dataFile(this.header);
+    await this.#lock.exclusive(async () => {
+      if (!completely) {
+        await this.#markDirty();
+        await this.#clusterDiscard(0, this.size, true);
+        await this.#flushMetadata();
+        return;
+      }
+      // make_completely_empty(): set the dirty bit (refcounts are about to be rebuilt), zero
+      // the L1 and the clusters that become reftable, refblock and L1, point the header at
+      // them, and allocate them afresh.
+      await this.#flushMetadata();
+      this.#l2.clear();
+      this.#refcounts.cache.clear();
+      this.header.incompatibleFeatures |= INCOMPAT_DIRTY;
+      await this.#writeIncompatibleFeatures();
+      await this.storage.flush();
+      const zeros = new Uint8Array((2 + l1Clusters) * cs);
+      await this.storage.write(new Uint8Array(l1Clusters * cs), this.header.l1TableOffset);
+      await this.storage.write(zeros, cs);
+      const ptrs = new Uint8Array(20);
+      const v = new DataView(ptrs.buffer);
+      v.setBigUint64(0, BigInt(3 * cs));
+      v.setBigUint64(8, BigInt(cs));
+      v.setUint32(16, 1);
+      await this.storage.write(ptrs, 40);
+      await this.storage.flush();
+      this.header.l1TableOffset = 3 * cs;
+      this.header.refcountTableOffset = cs;
+      this.header.refcountTableClusters = 1;
+      this.setL1(new Uint32Array(this.l1Size * 2));
+      const rt = new Uint8Array(8);
+      new DataView(rt.buffer).setBigUint64(0, BigInt(2 * cs));
+      await this.storage.write(rt, cs);
+      await this.storage.flush();
+      this.#refcounts.reset(cs, [2 * cs, ...new Array<number>(cs / 8 - 1).fill(0)]);
+      const first = await this.#refcounts.allocClusters(Math.ceil((3 * cs + this.l1Size * 8) / cs));
+      if (first !== 0) throw new Error('internal error: first cluster in emptied image is in use');
+      await this.#refcounts.cache.flush();
+      this.header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+      await this.#writeIncompatibleFeatures();
+      await this.storage.truncate((3 + l1Clusters) * cs);
+      this.#invalidateDecompressed();
+    });
   }
 
   /** After the last compressed write: align the file end to a sector (qcow2 "EOF" write). */

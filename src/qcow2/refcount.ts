@@ -442,6 +442,17 @@ export class Refcounts {
     return endOffset;
   }
 
+  /** Replace the whole refcount structure (after the image was emptied or rebuilt). */
+  reset(tableOffset: number, table: number[]): void {
+    this.table = table;
+    this.tableOffset = tableOffset;
+    this.#refblockSet = undefined;
+    this.freeClusterIndex = 0;
+    this.#pendingFrees = [];
+    this.#freeByteOffset = 0;
+    this.cache.clear();
+  }
+
   /** Partly used cluster for compressed data (QEMU's free_byte_offset); 0 = none. */
   #freeByteOffset = 0;
 
@@ -481,6 +492,16 @@ export class Refcounts {
     }
     this.#freeByteOffset = (offset + size) % cs === 0 ? 0 : offset + size;
     return offset;
+  }
+
+  /**
+   * Install a new refcount table that is already on disk and in the header (after `check -r all`
+   * rebuilt the refcount structures). Cached refcount blocks must have been dropped by the caller.
+   */
+  replaceTable(table: number[], tableOffset: number): void {
+    this.table = table;
+    this.tableOffset = tableOffset;
+    this.#refblockSet = undefined;
   }
 
   /** Is `offset` the start of a cached or referenced refcount block? (overlap checks) */

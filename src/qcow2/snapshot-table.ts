@@ -36,6 +36,11 @@ const KNOWN_EXTRA = 24;
 
 export type ReadAt = (offset: number, length: number) => Promise<Uint8Array>;
 
+function cutAtNul(b: Uint8Array): Uint8Array {
+  const nul = b.indexOf(0);
+  return nul >= 0 ? b.subarray(0, nul) : b;
+}
+
 export async function readSnapshotTable(
   readAt: ReadAt,
   tableOffset: number,
@@ -79,9 +84,10 @@ export async function readSnapshotTable(
       unknownExtraData = (await readAt(offset, extraDataSize - KNOWN_EXTRA)).slice();
       offset += extraDataSize - KNOWN_EXTRA;
     }
-    const id = decodeByteString(await readAt(offset, idSize));
+    // id and name are C strings to QEMU (strlen when written back, %s when printed).
+    const id = decodeByteString(cutAtNul(await readAt(offset, idSize)));
     offset += idSize;
-    const name = decodeByteString(await readAt(offset, nameSize));
+    const name = decodeByteString(cutAtNul(await readAt(offset, nameSize)));
     offset += nameSize;
     tableLength += ENTRY_HEADER + extraDataSize + idSize + nameSize;
     if (tableLength > MAX_SNAPSHOTS_SIZE) {

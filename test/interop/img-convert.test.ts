@@ -6,11 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWithTools } from '../support/tools.js';
 import { binPath, run } from '../support/run.js';
 import { filesEqual } from '../support/files.js';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const M = 1024 * 1024;
@@ -152,7 +152,7 @@ const modes: Mode[] = [
   },
 ];
 
-async function ours(args: string[]): Promise<{ code: number; stderr: string }> {
+async function ours(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return run(process.execPath, [binPath('vmforge-img'), ...args], { cwd: dir });
 }
 
@@ -162,6 +162,7 @@ async function allocated(file: string): Promise<number> {
 
 describeWithTools(['qemu-img', 'qemu-io'], 'convert matches qemu-img 7.2', () => {
   beforeAll(makeSources, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('every source in every mode', async () => {
     const failures: string[] = [];
@@ -270,6 +271,33 @@ describeWithTools(['qemu-img', 'qemu-io'], 'convert matches qemu-img 7.2', () =>
     const r = await ours(['convert', '-l', 'first', '-O', 'raw', 'sn.qcow2', 'sn-our.raw']);
     expect(r.code, r.stderr).toBe(0);
     expect(await filesEqual(join(dir, 'sn-ref.raw'), join(dir, 'sn-our.raw'))).toBe(true);
+  });
+
+  it('-p prints the same progress text as qemu-img; --progress=json prints JSON lines', async () => {
+    for (const src of ['sparse.raw', 'text.raw']) {
+      const ref = await run('qemu-img', ['convert', '-p', '-O', 'qcow2', src, 'p-ref.qcow2'], {
+        cwd: dir,
+      });
+      const our = await ours(['convert', '-p', '-O', 'qcow2', src, 'p-our.qcow2']);
+      expect(our.code).toBe(0);
+      expect(our.stdout).toBe(ref.stdout);
+      expect(ref.stdout).toMatch(/^ {4}\(0\.00\/100%\)\r.*\(100\.00\/100%\)\r\n$/s);
+    }
+    const json = await ours([
+      'convert',
+      '--progress=json',
+      '-O',
+      'qcow2',
+      'text.raw',
+      'p-json.qcow2',
+    ]);
+    const lines = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { progress: number });
+    expect(lines[0]).toEqual({ progress: 0 });
+    expect(lines[lines.length - 1]).toEqual({ progress: 100 });
+    expect(lines.every((l, i) => i === 0 || l.progress >= lines[i - 1]!.progress)).toBe(true);
   });
 
   it('refuses the option combinations qemu-img refuses, with its messages', async () => {

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { createImage, type CreateImageOptions } from '../../src/index.js';
+import { createImage, openImage, type CreateImageOptions } from '../../src/index.js';
 import { describeWithTools } from '../support/tools.js';
 import { run } from '../support/run.js';
 import { tempDir } from '../support/tmp.js';
@@ -69,5 +69,20 @@ describeWithTools(['qemu-img'], 'killing a writer never corrupts the image', () 
       expect(result['check-errors'], check.stdout + check.stderr).toBe(0);
       expect([0, 3]).toContain(check.code);
     }
+  });
+
+  it('a dirty lazy-refcounts image is repaired when vmforge opens it read-write', async () => {
+    const dir = await tempDir();
+    const image = join(dir, 'lazy.qcow2');
+    await createImage(image, { format: 'qcow2', size: 32 * 1024 * 1024, lazyRefcounts: true });
+    await runAndKill(image, 5, 150);
+    const dev = await openImage(image, { readOnly: false });
+    await dev.close();
+    const info = JSON.parse(
+      (await run('qemu-img', ['info', '--output=json', image])).stdout,
+    ) as Record<string, unknown>;
+    expect(info['dirty-flag']).toBe(false);
+    const check = await run('qemu-img', ['check', image]);
+    expect(check.code, check.stdout + check.stderr).toBe(0);
   });
 });

@@ -149,10 +149,12 @@ describe('engineDiskImages', () => {
       backingFormat: 'qcow2',
     });
     expect(await images.probeFormat(join(dir, 'top.qcow2'))).toBe('qcow2');
+    // -u (unsafe) with no format: nothing is probed, so no format is recorded.
     await createImage(join(dir, 'bad-mid.qcow2'), {
       format: 'qcow2',
       backingFile: 'base.img',
       size: MiB,
+      unsafe: true,
     });
     await createImage(join(dir, 'bad-top.qcow2'), {
       format: 'qcow2',

@@ -9,7 +9,7 @@ import { hasHelpOption, optionHelp } from '../../img/qemu-opts.js';
 import { CliExit } from '../io.js';
 import { accumulateCommas } from '../program.js';
 import { cvtnum, formatOption, rejectUnsupported, type ToolContext } from './common.js';
-import { progressReporter } from './progress.js';
+import { progressMode, progressReporter } from './progress.js';
 
 const CACHE_MODES = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'];
 
@@ -54,6 +54,7 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
     .option('-t <cache>', 'output cache mode (default unsafe)')
     .option('-T <src_cache>', 'source cache mode')
     .option('-p', 'show progress')
+    .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet')
     .option('-U, --force-share', 'open without locking (vmforge never locks images)')
     .option('-C', 'copy offloading')
@@ -98,7 +99,13 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
         }
       }
       const quiet = Boolean(opts['q']);
-      const progress = opts['p'] && !quiet ? progressReporter(ctx.io) : undefined;
+      const mode = progressMode(
+        ctx.io,
+        Boolean(opts['p']),
+        opts['progress'] as string | undefined,
+        quiet,
+      );
+      const progress = mode ? progressReporter(ctx.io, mode, 'converting ') : undefined;
       // Ctrl-C / SIGTERM stop the copy cleanly: the source is only read, a new target is removed.
       const abort = new AbortController();
       const onSignal = () => abort.abort();

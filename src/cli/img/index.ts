@@ -3,10 +3,13 @@ import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
 import { registerAmend } from './amend.js';
+import { registerCheck } from './check.js';
+import { registerCommit } from './commit.js';
 import { registerConvert } from './convert.js';
 import { registerCreate } from './create.js';
 import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
+import { registerRebase } from './rebase.js';
 import { registerResize } from './resize.js';
 import { registerSnapshot } from './snapshot.js';
 
@@ -15,11 +18,14 @@ type Register = (program: Command, ctx: ToolContext) => void;
 // In qemu-img's order (qemu-img-cmds.hx).
 const commands: Register[] = [
   registerAmend,
+  registerCheck,
+  registerCommit,
   registerConvert,
   registerCreate,
   registerInfo,
   registerMap,
   registerSnapshot,
+  registerRebase,
   registerResize,
 ];
 

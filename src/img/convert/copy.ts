@@ -3,11 +3,10 @@
 // `workers` chunks are read (and compressed) concurrently; writes happen in order unless
 // `outOfOrder`, so the target's layout is deterministic and matches qemu-img's.
 
-import zlib from 'node:zlib';
-import { promisify } from 'node:util';
 import type { BlockDevice } from '../../block/device.js';
 import { isZero, throwIfAborted } from '../../core/index.js';
 import type { Qcow2Device } from '../../qcow2/qcow2-device.js';
+import { compressClusterAsync } from '../../qcow2/compression.js';
 
 const SECTOR = 512;
 /** BDRV_REQUEST_MAX_SECTORS (INT_MAX / 512, aligned down to the max alignment). */
@@ -230,31 +229,6 @@ function allocatedRunMin(
   return { num: used, data: true };
 }
 
-const deflateRaw = promisify(zlib.deflateRaw) as (
-  buf: Uint8Array,
-  o: zlib.ZlibOptions,
-) => Promise<Buffer>;
-const zstdCompress = (buf: Uint8Array, o: zlib.ZstdOptions): Promise<Buffer> =>
-  new Promise((resolve, reject) =>
-    zlib.zstdCompress(buf, o, (err, out) => (err ? reject(err) : resolve(out))),
-  );
-
-/** Compress off the main thread (libuv pool), as QEMU's qcow2 compression threads do. */
-async function compressAsync(type: number, cluster: Uint8Array): Promise<Uint8Array | null> {
-  const out =
-    type === 1
-      ? await zstdCompress(cluster, {
-          params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 },
-          pledgedSrcSize: cluster.length,
-        })
-      : await deflateRaw(cluster, {
-          level: zlib.constants.Z_DEFAULT_COMPRESSION,
-          windowBits: 12,
-          memLevel: 9,
-        });
-  return out.length < cluster.length ? out : null;
-}
-
 /** convert_co_write(): write one chunk according to its status. */
 async function writeChunk(
   plan: CopyPlan,
@@ -353,7 +327,7 @@ export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<v
             buf.length === plan.clusterSectors * SECTOR
               ? buf
               : padTo(buf, plan.clusterSectors * SECTOR);
-          compressed = await compressAsync(compressionType, cluster);
+          compressed = (await compressClusterAsync(compressionType, cluster)) ?? null;
         }
       } else if (!plan.minSparse && status === 'zero') {
         status = 'data';

@@ -216,14 +216,8 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     if (o.onProgress) {
       allocated = await countAllocated(plan);
       o.onProgress(0);
-      let last = -1;
-      plan.onProgress = (done, total) => {
-        const pct = total ? (100 * done) / total : 100;
-        if (Math.floor(pct) !== last) {
-          last = Math.floor(pct);
-          o.onProgress?.(pct);
-        }
-      };
+      // Reported after every chunk; the CLI decides what to print (qemu prints on 1% moves).
+      plan.onProgress = (done, total) => o.onProgress?.(total ? (100 * done) / total : 100);
     }
     await runCopy(plan, allocated);
     if (plan.compressed && isQcow2(target)) await target.alignFileEnd();
