@@ -8,3 +8,4 @@ export * as hugetlbfs from './hugetlbfs/index.js';
 export * as edk2 from './edk2/index.js';
 export * as qemu from './qemu/index.js';
 export * from './img/check.js';
+export * from './img/snapshot-resize-amend.js';

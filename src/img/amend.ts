@@ -3,7 +3,12 @@
 // image creation"), open the image read-write with its backing chain, and run the qcow2 amend
 // steps (src/qcow2/amend.ts). `-o help` lists QEMU 7.2's qcow2_amend_opts.
 
-import { InvalidArgumentError, NotSupportedError, VmforgeError } from '../core/index.js';
+import {
+  InvalidArgumentError,
+  NotSupportedError,
+  VmforgeError,
+  throwIfAborted,
+} from '../core/index.js';
 import { openImage, isQcow2, type OpenImageOptions, type SupportedFormat } from '../image/open.js';
 import { amendQcow2, type Qcow2AmendOptions } from '../qcow2/amend.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
@@ -70,6 +75,8 @@ export interface AmendRequest {
   onWarning?: (message: string) => void;
   /** Called once the options parsed, right before the amend starts (qemu-img prints 0% there). */
   onStart?: () => void;
+  /** Stops at the next step boundary (the image stays consistent). */
+  signal?: AbortSignal;
 }
 
 /** Parse -o against the amend options, with QEMU's messages. */
@@ -123,6 +130,7 @@ export async function amendImage(req: AmendRequest): Promise<void> {
     ...(req.cache ? { cache: req.cache } : {}),
     ...(req.onWarning ? { onWarning: req.onWarning } : {}),
   };
+  throwIfAborted(req.signal);
   const dev = await openImage(req.filename, openOptions);
   let current = dev;
   try {
@@ -138,6 +146,7 @@ export async function amendImage(req: AmendRequest): Promise<void> {
     req.onStart?.();
     current = await amendQcow2(dev, options, {
       ...(req.onProgress ? { onStatus: req.onProgress } : {}),
+      ...(req.signal ? { signal: req.signal } : {}),
       reopen: async (d: Qcow2Device) => {
         await d.close();
         const again = await openImage(req.filename, openOptions);

@@ -4,7 +4,7 @@
 // file-posix's ftruncate / posix_fallocate / zero writes for raw.
 
 import { truncateHostFile, type PreallocMode } from '../block/preallocate.js';
-import { InvalidArgumentError, NotSupportedError } from '../core/index.js';
+import { InvalidArgumentError, NotSupportedError, throwIfAborted } from '../core/index.js';
 import { openImage, isQcow2, type SupportedFormat } from '../image/open.js';
 import { MAX_L1_SIZE_BYTES } from '../qcow2/constants.js';
 import { QemuOpts } from './qemu-opts.js';
@@ -21,6 +21,8 @@ export interface ResizeRequest {
   preallocation?: PreallocMode | undefined;
   /** QEMU's warnings (a probed raw image opened read-write). */
   onWarning?: (message: string) => void;
+  /** Checked before the image changes (a resize is one metadata update). */
+  signal?: AbortSignal;
 }
 
 export interface ResizeResult {
@@ -89,6 +91,7 @@ export async function resizeImage(req: ResizeRequest): Promise<ResizeResult> {
       throw new InvalidArgumentError(`Image size ${total} is too large (over 8 PiB)`);
     }
     const newSize = Number(total);
+    throwIfAborted(req.signal);
     if (isQcow2(dev)) {
       await dev.truncate(newSize, { prealloc, allowShrink: true });
     } else if (dev.format === 'raw') {

@@ -5,7 +5,12 @@
 // "snapshot not found" and listing shows nothing, as with qemu-img.
 
 import type { BlockDevice } from '../block/device.js';
-import { NotSupportedError, VmforgeError, InvalidArgumentError } from '../core/index.js';
+import {
+  NotSupportedError,
+  VmforgeError,
+  InvalidArgumentError,
+  throwIfAborted,
+} from '../core/index.js';
 import { openImage, isQcow2, type SupportedFormat } from '../image/open.js';
 import { findSnapshotIndex, errnoOf } from '../qcow2/snapshots.js';
 import { hasFeature } from '../qcow2/header.js';
@@ -19,6 +24,8 @@ export interface ImageSnapshotOptions {
   nowMicros?: () => number;
   /** Format to open with; qemu-img snapshot always probes (it has no -f). */
   format?: SupportedFormat;
+  /** Checked before the image is opened (each action is one short metadata update). */
+  signal?: AbortSignal;
 }
 
 /** Linux errno numbers for the "%d (%s)" of "Could not create snapshot". */
@@ -49,6 +56,7 @@ async function openForSnapshot(
   readOnly: boolean,
   options: ImageSnapshotOptions,
 ): Promise<BlockDevice> {
+  throwIfAborted(options.signal);
   return openImage(filename, {
     readOnly,
     ...(options.format ? { format: options.format } : {}),

@@ -4,7 +4,12 @@
 //   data_file / data_file_raw, header update, backing file check, lazy_refcounts, size,
 //   downgrade (v3 -> v2: zero clusters expanded or dropped, features cleared) last.
 
-import { CorruptImageError, InvalidArgumentError, NotSupportedError } from '../core/index.js';
+import {
+  CorruptImageError,
+  InvalidArgumentError,
+  NotSupportedError,
+  throwIfAborted,
+} from '../core/index.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW,
   COMPAT_LAZY_REFCOUNTS,
@@ -46,6 +51,8 @@ export interface Qcow2AmendContext {
    * closed file. Returns the new device.
    */
   reopen: (dev: Qcow2Device) => Promise<Qcow2Device>;
+  /** Checked between steps: an abort stops at the next step boundary, the image consistent. */
+  signal?: AbortSignal;
 }
 
 function caller(message: string): never {
@@ -124,6 +131,7 @@ export async function amendQcow2(
     (refcountBits !== oldRefcountBits ? 1 : 0) +
     (o.encryption ? 1 : 0);
 
+  throwIfAborted(ctx.signal);
   // Upgrade first (some features need compat=1.1).
   if (newVersion > oldVersion) {
     progress.current = 1;
@@ -133,6 +141,7 @@ export async function amendQcow2(
     unsupported('vmforge cannot amend LUKS encryption options (use qemu-img amend)');
   }
 
+  throwIfAborted(ctx.signal);
   if (refcountBits !== oldRefcountBits) {
     if (newVersion < 3 && refcountBits !== 16) {
       caller(
@@ -150,6 +159,7 @@ export async function amendQcow2(
     dev = await ctx.reopen(dev);
   }
 
+  throwIfAborted(ctx.signal);
   const hdr = dev.header;
   // data-file-raw blocks backing files, so it is cleared first if requested.
   if (dataFileRaw) hdr.autoclearFeatures |= AUTOCLEAR_DATA_FILE_RAW;
@@ -182,8 +192,10 @@ export async function amendQcow2(
     }
   }
 
+  throwIfAborted(ctx.signal);
   if (o.size) await truncateQcow2(dev, o.size, { prealloc: 'off', allowShrink: true });
 
+  throwIfAborted(ctx.signal);
   // Downgrade last (so unsupported features can be removed before).
   if (newVersion < oldVersion) {
     progress.current = 4;

@@ -2,29 +2,14 @@
 //   -o options filename
 import type { Command } from 'commander';
 import { openImage } from '../../image/open.js';
-import { amendImage, amendOptionHelp, type AmendRequest } from '../../img/amend.js';
+import { amendImage, amendOptionHelp } from '../../img/amend.js';
 import { hasHelpOption } from '../../img/qemu-opts.js';
 import { CliExit, usageError } from '../io.js';
 import { accumulateCommas } from '../program.js';
 import { formatOption, rejectUnsupported, type ToolContext } from './common.js';
+import { hostCache } from './cache.js';
+import { progressMode, progressReporter } from './progress.js';
 import { QemuProgress } from './qemu-progress.js';
-
-/** bdrv_parse_cache_mode(): the names -t accepts, mapped onto vmforge's file cache modes. */
-function cacheMode(text: string): AmendRequest['cache'] {
-  switch (text) {
-    case 'writeback':
-    case 'none':
-    case 'off':
-      return 'writeback';
-    case 'writethrough':
-    case 'directsync':
-      return 'writethrough';
-    case 'unsafe':
-      return 'unsafe';
-    default:
-      throw new CliExit(1, `Invalid cache option: ${text}`);
-  }
-}
 
 export function registerAmend(program: Command, ctx: ToolContext): void {
   program
@@ -35,6 +20,7 @@ export function registerAmend(program: Command, ctx: ToolContext): void {
     .option('-f <fmt>', 'image format (probed when absent)')
     .option('-t <cache>', 'cache mode (default writeback)')
     .option('-p', 'show progress')
+    .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet')
     .option('--force', 'allow unsafe LUKS key slot changes (vmforge does not change LUKS slots)')
     .option('--object <objectdef>', 'not supported')
@@ -44,7 +30,18 @@ export function registerAmend(program: Command, ctx: ToolContext): void {
       const options = opts['o'] as string | undefined;
       if (options === undefined) throw usageError('Must specify options (-o)');
       const quiet = Boolean(opts['q']);
-      const progress = new QemuProgress(opts['p'] && !quiet ? ctx.io : undefined);
+      const mode = progressMode(
+        ctx.io,
+        Boolean(opts['p']),
+        opts['progress'] as string | undefined,
+        quiet,
+      );
+      // qemu-img's own text is reproduced exactly (float arithmetic, 1% steps); a terminal gets
+      // the bar and pipelines JSON lines, as for the other commands.
+      const progress =
+        mode === 'bar' || mode === 'json'
+          ? new QemuProgress(undefined, 1.0, progressReporter(ctx.io, mode, 'amending '))
+          : new QemuProgress(mode === 'qemu' ? ctx.io : undefined);
       const fmt = opts['f'] as string | undefined;
       try {
         if (fmt !== undefined && hasHelpOption(options)) {
@@ -53,7 +50,9 @@ export function registerAmend(program: Command, ctx: ToolContext): void {
         }
         if (args.length !== 1) throw new CliExit(1, 'Expecting one image file name');
         const filename = args[0]!;
-        const cache = cacheMode((opts['t'] as string | undefined) ?? 'writeback');
+        // bdrv_parse_cache_mode() also knows "off" (= none).
+        const t = opts['t'] as string | undefined;
+        const cache = hostCache(t === 'off' ? 'none' : t, ctx);
         const onWarning = (m: string) => ctx.io.stderr.write(`${m}\n`);
         if (hasHelpOption(options)) {
           // The format was probed: open the image (as qemu-img does) to learn it.

@@ -3,17 +3,23 @@
 // 100%, "    (%3.2f/100%)\r" per redraw and a newline at the end.
 import { printfFixed } from '../../core/index.js';
 import type { CliIO } from '../io.js';
+import type { ProgressReporter } from './progress.js';
 
 export class QemuProgress {
   #current = 0;
   #lastPrint = 0;
   readonly #minSkip: number;
   readonly #io: CliIO | undefined;
+  readonly #other: ProgressReporter | undefined;
 
-  /** `io` undefined: disabled (qemu_progress_init(false, ...)). */
-  constructor(io: CliIO | undefined, minSkip = 1.0) {
+  /**
+   * `io` undefined: no qemu text (qemu_progress_init(false, ...)); `other` receives every value
+   * instead (the terminal bar or JSON lines of progress.ts).
+   */
+  constructor(io: CliIO | undefined, minSkip = 1.0, other?: ProgressReporter) {
     this.#io = io;
     this.#minSkip = Math.fround(minSkip);
+    this.#other = other;
   }
 
   /** qemu_progress_print(delta, max). */
@@ -22,6 +28,7 @@ export class QemuProgress {
     let current = max === 0 ? f(delta) : f(this.#current + f(f(delta / 100) * max));
     if (current > 100) current = 100;
     this.#current = current;
+    this.#other?.update(current);
     if (
       current > f(this.#lastPrint + this.#minSkip) ||
       current < f(this.#lastPrint - this.#minSkip) ||
@@ -41,5 +48,6 @@ export class QemuProgress {
 
   end(): void {
     this.#io?.stdout.write('\n');
+    this.#other?.end();
   }
 }
