@@ -10,3 +10,4 @@ export * as qemu from './qemu/index.js';
 export * from './img/check.js';
 export * as nbd from './nbd/index.js';
 export * from './img/index.js';
+export * from './img/snapshot-resize-amend.js';

@@ -11,10 +11,11 @@ export {
   type Qcow2CheckOptions,
   type Qcow2CheckReport,
 } from './check/index.js';
+export { DirtyBitmap, PersistentBitmaps, persistentBitmaps, copyBitmaps } from './bitmaps/index.js';
 export {
-  DirtyBitmap,
-  PersistentBitmaps,
-  persistentBitmaps,
-  copyBitmaps,
-  persistentBitmapsSize,
-} from './bitmaps/index.js';
+  createSnapshot,
+  applySnapshot,
+  deleteSnapshot,
+  type SnapshotCreateInfo,
+} from './snapshots.js';
+export { truncateQcow2, type Qcow2TruncateOptions } from './truncate.js';

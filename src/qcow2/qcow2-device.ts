@@ -59,6 +59,13 @@ import {
 import type { Layout } from './layout.js';
 import type { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot-table.js';
+import {
+  applySnapshot,
+  createSnapshot,
+  deleteSnapshot,
+  type SnapshotCreateInfo,
+} from './snapshots.js';
+import { truncateQcow2, type Qcow2TruncateOptions } from './truncate.js';
 import type { TableCache } from './table-cache.js';
 import { nativeFileOps } from '../block/native.js';
 import { truncateHostFile, type PreallocMode } from '../block/preallocate.js';
@@ -878,6 +885,11 @@ export class Qcow2Device implements BlockDevice {
    */
   async grow(newSize: number, prealloc: PreallocMode = 'off'): Promise<void> {
     this.#checkWritable();
+    await this.#lock.exclusive(() => this.#grow(newSize, prealloc));
+  }
+
+  /** grow() with the lock held (also used by truncate.ts and snapshots.ts). */
+  async #grow(newSize: number, prealloc: PreallocMode): Promise<void> {
     if (newSize % 512 !== 0) {
       throw new InvalidArgumentError('The new size must be a multiple of 512', {
         code: 'VMF_RESIZE',
@@ -888,32 +900,62 @@ export class Qcow2Device implements BlockDevice {
         code: 'VMF_RESIZE',
       });
     }
-    await this.#lock.exclusive(async () => {
-      if (this.snapshots.length > 0 && this.header.version < 3) {
-        throw new NotSupportedError("Can't resize a v2 image which has snapshots");
-      }
-      await this.#observer?.beforeResize(newSize);
-      await this.#markDirty();
-      const oldSize = this.size;
-      await this.#growL1(Math.ceil(newSize / this.layout.l2Coverage), true);
-      let mode = prealloc;
-      if (hasFeature.dataFileRaw(this.header) && mode === 'off') mode = 'metadata';
-      const hasDataFile = hasFeature.dataFile(this.header);
+    if (this.snapshots.length > 0 && this.header.version < 3) {
+      throw new NotSupportedError("Can't resize a v2 image which has snapshots");
+    }
+    await this.#observer?.beforeResize(newSize);
+    await this.#markDirty();
+    const oldSize = this.size;
+    await this.#growL1(Math.ceil(newSize / this.layout.l2Coverage), true);
+    let mode = prealloc;
+    if (hasFeature.dataFileRaw(this.header) && mode === 'off') mode = 'metadata';
+    const hasDataFile = hasFeature.dataFile(this.header);
+    // bdrv_co_truncate(): a backing file that would show through the new area must not, so
+    // the new area is zeroed (BDRV_REQ_ZERO_WRITE). With falloc/full the file's own zeroing
+    // covers it and the new subclusters are marked allocated instead.
+    let zeroWrite = newSize > oldSize && this.backing !== undefined && this.backing.size > oldSize;
+    try {
       if (mode === 'off') {
         if (hasDataFile) await truncateHostFile(this.dataStorage, newSize, 'off');
       } else if (mode === 'metadata' || hasDataFile) {
         this.header.size = Math.max(this.header.size, newSize); // let the allocator see the range
         await this.#preallocate(oldSize, newSize, mode);
       } else {
-        await this.#preallocateData(oldSize, newSize, mode);
+        await this.#preallocateData(oldSize, newSize, mode, zeroWrite);
+        zeroWrite = false;
       }
-      if (mode !== 'off') await this.#flushMetadata();
-      this.header.size = newSize;
-      const b = new Uint8Array(8);
-      new DataView(b.buffer).setBigUint64(0, BigInt(newSize));
-      await this.storage.write(b, 24);
-      this.#observer?.afterResize(newSize);
-    });
+      if (zeroWrite) await this.#zeroNewArea(oldSize, newSize);
+    } catch (err) {
+      this.header.size = oldSize;
+      throw err;
+    }
+    if (mode !== 'off') await this.#flushMetadata();
+    this.header.size = newSize;
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(newSize));
+    await this.storage.write(b, 24);
+    this.#observer?.afterResize(newSize);
+  }
+
+  /**
+   * qcow2_co_truncate's BDRV_REQ_ZERO_WRITE step: zero clusters from the first subcluster
+   * boundary, explicit zeros for the unaligned head. v2 images over a backing file cannot
+   * express zero clusters, as in QEMU.
+   */
+  async #zeroNewArea(oldSize: number, newSize: number): Promise<void> {
+    const zeroStart = Math.ceil(oldSize / this.layout.subclusterSize) * this.layout.subclusterSize;
+    this.header.size = newSize;
+    if (
+      newSize > zeroStart &&
+      !(await this.#subclusterZeroize(zeroStart, newSize - zeroStart, false))
+    ) {
+      throw new NotSupportedError('Failed to zero out new clusters: Operation not supported', {
+        code: 'VMF_ENOTSUP',
+      });
+    }
+    if (zeroStart > oldSize) {
+      await this.#write(new Uint8Array(Math.min(zeroStart, newSize) - oldSize), oldSize);
+    }
   }
 
   /** preallocate_co(): allocate (but do not write) clusters for [from, to). */
@@ -993,7 +1035,12 @@ export class Qcow2Device implements BlockDevice {
   }
 
   /** The falloc/full grow path: data clusters in one contiguous area after the metadata. */
-  async #preallocateData(oldSize: number, newSize: number, mode: PreallocMode): Promise<void> {
+  async #preallocateData(
+    oldSize: number,
+    newSize: number,
+    mode: PreallocMode,
+    allocSubclusters = false,
+  ): Promise<void> {
     const { clusterSize, l2Entries } = this.layout;
     const fileLength = await this.storage.size();
     const lastCluster = await this.#lastUsedCluster(fileLength);
@@ -1032,7 +1079,11 @@ export class Qcow2Device implements BlockDevice {
           makeEntry(
             host + i * clusterSize,
             { copied: true },
-            this.layout.extendedL2 ? { zeroBits: old.zeroBits } : {},
+            !this.layout.extendedL2
+              ? {}
+              : allocSubclusters
+                ? { allocBits: 0xffff_ffff, zeroBits: 0 }
+                : { zeroBits: old.zeroBits },
           ),
         );
         this.#freeEntry(old, false);
@@ -1648,6 +1699,70 @@ export class Qcow2Device implements BlockDevice {
   l1Raw(): Uint32Array {
     return this.#l1;
   }
+
+  // ---------------------------------------------------------------------------------------
+  // Internal snapshots and resizing (implemented in snapshots.ts and truncate.ts)
+
+  /** Create an internal snapshot of the active state (qemu-img snapshot -c). */
+  createSnapshot(info: SnapshotCreateInfo): Promise<Qcow2Snapshot> {
+    return createSnapshot(this, info);
+  }
+
+  /** Make a snapshot (found by id, then by name) the active state (qemu-img snapshot -a). */
+  applySnapshot(idOrName: string): Promise<void> {
+    return applySnapshot(this, idOrName);
+  }
+
+  /** Delete the first snapshot matching `id` and `name` (either may be undefined). */
+  deleteSnapshot(id: string | undefined, name: string | undefined): Promise<Qcow2Snapshot> {
+    return deleteSnapshot(this, id, name);
+  }
+
+  /** Grow or (with allowShrink) shrink the virtual size (qcow2_co_truncate). */
+  truncate(newSize: number, options: Qcow2TruncateOptions = {}): Promise<void> {
+    return truncateQcow2(this, newSize, options);
+  }
+
+  /**
+   * Unlocked building blocks for the operations that live in their own files (snapshots.ts,
+   * truncate.ts, amend.ts). Use them only inside withExclusiveLock(); they keep this file's
+   * crash-ordering rules (see the top of the file).
+   */
+  internals(): Qcow2Internals {
+    return {
+      checkWritable: () => this.#checkWritable(),
+      flushMetadata: () => this.#flushMetadata(),
+      growL1: (minSize, exact) => this.#growL1(minSize, exact),
+      grow: (newSize, prealloc) => this.#grow(newSize, prealloc),
+      clusterDiscard: (offset, bytes, full) => this.#clusterDiscard(offset, bytes, full),
+      checkOverlap: (offset, length, allowL1 = false) =>
+        this.#checkOverlapExcept(offset, length, allowL1 ? 'l1' : undefined),
+      tablesChanged: () => {
+        this.#activeL2 = undefined;
+        this.#invalidateDecompressed();
+      },
+      lastUsedCluster: (fileLength) => this.#lastUsedCluster(fileLength),
+    };
+  }
+}
+
+/** See Qcow2Device.internals(). */
+export interface Qcow2Internals {
+  checkWritable(): void;
+  /** Refcount increments, L2 tables, deferred frees, in that order. */
+  flushMetadata(): Promise<void>;
+  /** qcow2_grow_l1_table. */
+  growL1(minSize: number, exact: boolean): Promise<void>;
+  /** grow() without taking the lock. */
+  grow(newSize: number, prealloc: PreallocMode): Promise<void>;
+  /** qcow2_cluster_discard (full = entries become unallocated, not zero). */
+  clusterDiscard(offset: number, bytes: number, full: boolean): Promise<void>;
+  /** qcow2_pre_write_overlap_check for a metadata write (allowL1: rewriting the active L1). */
+  checkOverlap(offset: number, length: number, allowL1?: boolean): void;
+  /** The active L1 or the tables behind it changed outside the device's own paths. */
+  tablesChanged(): void;
+  /** qcow2_get_last_cluster. */
+  lastUsedCluster(fileLength: number): Promise<number>;
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array {

@@ -100,7 +100,7 @@ export function refcountMetadataSize(
 }
 
 /** Thrown internally when refcount structures were allocated and the caller must search again. */
-class RetryAllocation extends Error {}
+export class RetryAllocation extends Error {}
 
 export interface RefcountState {
   tableOffset: number;
@@ -146,6 +146,12 @@ export class Refcounts {
 
   get tableClusters(): number {
     return (this.table.length * 8) / this.layout.clusterSize;
+  }
+
+  /** Change one in-memory reftable entry (the caller writes the table; qcow2_shrink_reftable). */
+  setTableEntry(index: number, offset: number): void {
+    this.table[index] = offset;
+    this.#refblockSet = undefined;
   }
 
   #blockIndexOf(clusterIndex: number): { tableIndex: number; index: number } {

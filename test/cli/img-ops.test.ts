@@ -6,35 +6,35 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { accumulateOptions, isValidOptionList } from '../../src/cli/img/option-list.js';
 import { QemuProgress } from '../../src/cli/img/qemu-progress.js';
-import { CliExit } from '../../src/cli/io.js';
+import { CliExit, captureIO } from '../../src/cli/io.js';
 import { createImage, openImage } from '../../src/image/index.js';
 import { img } from '../support/run.js';
 import { tempDir } from '../support/tmp.js';
 
 describe('QemuProgress', () => {
   it('prints like qemu_progress_print with min_skip 2', () => {
-    let out = '';
-    const p = new QemuProgress({ write: (s) => (out += String(s)) }, true, 2.0);
+    const io = captureIO();
+    const p = new QemuProgress(io.io, 2.0);
     p.print(0, 100);
     for (let i = 0; i < 100; i++) p.advance(1, 100); // 1% steps
     p.end();
-    const shown = out.split('\r').filter(Boolean);
+    const shown = io.out.split('\r').filter(Boolean);
     expect(shown[0]).toBe('    (0.00/100%)');
     expect(shown[1]).toBe('    (3.00/100%)'); // the first value more than 2 above 0
     expect(shown.slice(-2)).toEqual(['    (100.00/100%)', '\n']);
     expect(shown.length).toBe(2 + 33 + 1); // 0, every third percent up to 99, 100, end
-    const q = new QemuProgress({ write: () => expect.fail('disabled progress printed') }, false, 2);
+    const q = new QemuProgress(undefined, 2);
     q.print(0, 100);
     q.advance(5, 10);
     q.end();
   });
 
   it('uses C float arithmetic', () => {
-    let out = '';
-    const p = new QemuProgress({ write: (s) => (out += String(s)) }, true, 2.0);
+    const io = captureIO();
+    const p = new QemuProgress(io.io, 2.0);
     for (let i = 0; i < 3; i++) p.advance(1, 3);
     // (float)1/3*100 three times sums to 100.000008 in float and is capped at 100
-    expect(out).toBe('    (33.33/100%)\r    (66.67/100%)\r    (100.00/100%)\r');
+    expect(io.out).toBe('    (33.33/100%)\r    (66.67/100%)\r    (100.00/100%)\r');
   });
 });
 

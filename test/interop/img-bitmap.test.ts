@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { MemoryStorage } from '../../src/block/memory-storage.js';
 import { isQcow2, openImage } from '../../src/image/open.js';
-import { persistentBitmapsSize } from '../../src/qcow2/bitmaps/index.js';
+import { persistentBitmapsSize } from '../../src/img/measure.js';
 import { openQcow2 } from '../../src/qcow2/open.js';
 import { filesEqual } from '../support/files.js';
 import { CrashingStorage } from '../support/crashing-storage.js';
@@ -344,7 +344,7 @@ describeWithTools(['qemu-img', 'qemu-io', 'qemu-nbd', 'nbdinfo'], 'img bitmap', 
     for (const cs of [65536, 4096]) {
       const out = await qemuImg(['measure', '-O', 'qcow2', '-o', `cluster_size=${cs}`, src]);
       const want = Number(/bitmaps size: (\d+)/.exec(out)![1]);
-      expect(await persistentBitmapsSize(srcDev, cs)).toBe(want);
+      expect(Number(await persistentBitmapsSize(srcDev, cs))).toBe(want);
     }
     await srcDev.close();
     // Into an existing image (-n): its own bitmaps stay and track nothing of the copy.

@@ -26,25 +26,11 @@ function openFailure(err: unknown): unknown {
  * -p: qemu-img's own progress text (qemu_progress_init(progress, 2.0), C float steps) unless
  * stdout is a terminal (a bar, as convert shows) or --progress=json asks for JSON lines.
  */
-function compareProgress(
-  ctx: ToolContext,
-  mode: ReturnType<typeof progressMode>,
-): { start(): void; advance(bytes: number, total: number): void; end(): void } {
+function compareProgress(ctx: ToolContext, mode: ReturnType<typeof progressMode>): QemuProgress {
   if (mode === 'bar' || mode === 'json') {
-    const reporter = progressReporter(ctx.io, mode, 'comparing ');
-    let done = 0;
-    return {
-      start: () => reporter.update(0),
-      advance: (bytes, total) => reporter.update(((done += bytes) / total) * 100),
-      end: () => reporter.end(),
-    };
+    return new QemuProgress(undefined, 2.0, progressReporter(ctx.io, mode, 'comparing '));
   }
-  const qemu = new QemuProgress(ctx.io.stdout, mode === 'qemu', 2.0);
-  return {
-    start: () => qemu.print(0, 100),
-    advance: (bytes, total) => qemu.advance(bytes, total),
-    end: () => qemu.end(),
-  };
+  return new QemuProgress(mode === 'qemu' ? ctx.io : undefined, 2.0);
 }
 
 /** The verdict line (the size warning, if any, was printed when it was due). */
@@ -111,7 +97,7 @@ export function registerCompare(program: Command, ctx: ToolContext): void {
         } catch (err) {
           throw openFailure(err);
         }
-        progress.start();
+        progress.print(0, 100);
         let result: CompareResult;
         try {
           result = await compareImages(dev1, dev2, {

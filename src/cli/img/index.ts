@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
+import { registerAmend } from './amend.js';
 import { registerBitmap } from './bitmap.js';
 import { registerCheck } from './check.js';
 import { registerCommit } from './commit.js';
@@ -13,12 +14,14 @@ import { registerInfo } from './info.js';
 import { registerMap } from './map.js';
 import { registerMeasure } from './measure.js';
 import { registerRebase } from './rebase.js';
+import { registerResize } from './resize.js';
 import { registerSnapshot } from './snapshot.js';
 
 type Register = (program: Command, ctx: ToolContext) => void;
 
 // In qemu-img's order (qemu-img-cmds.hx).
 const commands: Register[] = [
+  registerAmend,
   registerBitmap,
   registerCheck,
   registerCommit,
@@ -31,6 +34,7 @@ const commands: Register[] = [
   registerMeasure,
   registerSnapshot,
   registerRebase,
+  registerResize,
 ];
 
 export function registerImgCommands(program: Command, ctx: ToolContext): void {

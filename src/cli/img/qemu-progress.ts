@@ -1,30 +1,34 @@
-// qemu-img's -p progress line (util/qemu-progress.c): "    (NN.NN/100%)\r" on stdout each time
-// the percentage moved by more than `minSkip`, a newline at the end. The arithmetic is C float
-// (32-bit), reproduced with Math.fround so the same steps print the same figures.
+// qemu-img's -p output for commands that report through util/qemu-progress.c (amend, compare): float
+// (single precision) arithmetic, a redraw only after at least 1% of progress and at 0% and
+// 100%, "    (%3.2f/100%)\r" per redraw and a newline at the end.
 import { printfFixed } from '../../core/index.js';
-import type { OutputStream } from '../io.js';
-
-const f = Math.fround;
+import type { CliIO } from '../io.js';
+import type { ProgressReporter } from './progress.js';
 
 export class QemuProgress {
-  readonly #out: OutputStream;
-  readonly #enabled: boolean;
-  readonly #minSkip: number;
   #current = 0;
   #lastPrint = 0;
+  readonly #minSkip: number;
+  readonly #io: CliIO | undefined;
+  readonly #other: ProgressReporter | undefined;
 
-  /** qemu_progress_init(enabled, min_skip). */
-  constructor(out: OutputStream, enabled: boolean, minSkip: number) {
-    this.#out = out;
-    this.#enabled = enabled;
-    this.#minSkip = f(minSkip);
+  /**
+   * `io` undefined: no qemu text (qemu_progress_init(false, ...)); `other` receives every value
+   * instead (the terminal bar or JSON lines of progress.ts).
+   */
+  constructor(io: CliIO | undefined, minSkip = 1.0, other?: ProgressReporter) {
+    this.#io = io;
+    this.#minSkip = Math.fround(minSkip);
+    this.#other = other;
   }
 
-  /** qemu_progress_print(delta, max): advance by delta% of max (max 0: set to delta). */
+  /** qemu_progress_print(delta, max). */
   print(delta: number, max: number): void {
-    let current = max === 0 ? f(delta) : f(this.#current + f(f(f(delta) / 100) * max));
+    const f = Math.fround;
+    let current = max === 0 ? f(delta) : f(this.#current + f(f(delta / 100) * max));
     if (current > 100) current = 100;
     this.#current = current;
+    this.#other?.update(current);
     if (
       current > f(this.#lastPrint + this.#minSkip) ||
       current < f(this.#lastPrint - this.#minSkip) ||
@@ -32,17 +36,25 @@ export class QemuProgress {
       current === 0
     ) {
       this.#lastPrint = current;
-      if (this.#enabled) this.#out.write(`    (${printfFixed(current, 2)}/100%)\r`);
+      this.#io?.stdout.write(`    (${printfFixed(current, 2)}/100%)\r`);
     }
   }
 
-  /** Account for `bytes` of `total` the way img_compare does: ((float) bytes / total) * 100. */
+  /** amend_status_cb(): qemu_progress_print(100.f * offset / total_work_size, 0). */
+  status(offset: number, total: number): void {
+    const f = Math.fround;
+    this.print(f(f(100 * f(offset)) / f(total)), 0);
+  }
+
+  /** img_compare's progress: qemu_progress_print(((float) bytes / total) * 100, 100). */
   advance(bytes: number, total: number): void {
+    const f = Math.fround;
     this.print(f(f(f(bytes) / f(total)) * 100), 100);
   }
 
   /** qemu_progress_end(). */
   end(): void {
-    if (this.#enabled) this.#out.write('\n');
+    this.#io?.stdout.write('\n');
+    this.#other?.end();
   }
 }

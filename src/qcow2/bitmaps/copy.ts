@@ -1,17 +1,10 @@
 // Bitmaps across images: qemu-img convert --bitmaps [--skip-broken-bitmaps]
-// (convert_check_bitmaps, convert_copy_bitmaps in qemu-img.c) and the space measure reserves for
-// them (qcow2_get_persistent_dirty_bitmap_size).
+// (convert_check_bitmaps, convert_copy_bitmaps in qemu-img.c). What measure reserves for them
+// is src/img/measure.ts persistentBitmapsSize.
 
 import type { BlockDevice } from '../../block/device.js';
-import {
-  InvalidArgumentError,
-  NotSupportedError,
-  byteLength,
-  withContext,
-} from '../../core/index.js';
+import { InvalidArgumentError, NotSupportedError, withContext } from '../../core/index.js';
 import type { Qcow2Device } from '../qcow2-device.js';
-import { dirEntrySize } from './directory.js';
-import { TABLE_ENTRY_SIZE } from './table.js';
 import { persistentBitmaps } from './persistent-bitmaps.js';
 
 function asQcow2(dev: BlockDevice): Qcow2Device | undefined {
@@ -77,27 +70,4 @@ export async function copyBitmaps(
       throw withContext(err, `Failed to populate bitmap ${bm.name}`);
     }
   }
-}
-
-/**
- * qcow2_get_persistent_dirty_bitmap_size(): bytes the persistent bitmaps of `src` need in a
- * qcow2 image with `clusterSize` clusters (all data clusters, tables, directory), for measure.
- */
-export async function persistentBitmapsSize(
-  src: Qcow2Device,
-  clusterSize: number,
-): Promise<number> {
-  const set = persistentBitmaps(src);
-  await set.loadAll();
-  let size = 0;
-  let dirSize = 0;
-  for (const bm of set.bitmaps) {
-    if (!bm.persistent) continue;
-    const bytes = Math.ceil(Math.ceil(bm.size / bm.granularity) / 8);
-    const clusters = Math.ceil(bytes / clusterSize);
-    size += clusters * clusterSize;
-    size += Math.ceil((clusters * TABLE_ENTRY_SIZE) / clusterSize) * clusterSize;
-    dirSize += dirEntrySize(byteLength(bm.name));
-  }
-  return size + Math.ceil(dirSize / clusterSize) * clusterSize;
 }

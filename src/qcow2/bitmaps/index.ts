@@ -19,9 +19,4 @@ export {
   INCONSISTENT_HINT,
   type AddBitmapOptions,
 } from './persistent-bitmaps.js';
-export {
-  checkBitmapsCopyable,
-  checkBitmapsTarget,
-  copyBitmaps,
-  persistentBitmapsSize,
-} from './copy.js';
+export { checkBitmapsCopyable, checkBitmapsTarget, copyBitmaps } from './copy.js';
