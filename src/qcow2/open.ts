@@ -276,6 +276,15 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
     throw err;
   }
 
+  if (header.bitmaps && !header.staleBitmapsExtension) {
+    // QEMU loads every bitmap at open and fails the open on a broken one (even for info).
+    try {
+      await new PersistentBitmaps(device).verifyLoadable();
+    } catch (err) {
+      await device.close().catch(() => undefined);
+      throw err;
+    }
+  }
   if (!options.readOnly) {
     // Guest writes keep the image's persistent dirty bitmaps up to date (src/qcow2/bitmaps).
     device.attachWriteObserver(new PersistentBitmaps(device));

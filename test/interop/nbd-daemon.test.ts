@@ -98,8 +98,17 @@ describeWithTools(['nbdinfo', 'qemu-nbd'], 'vmforge-nbd daemon behaviour', () =>
     expect(() => process.kill(pid, 0)).not.toThrow();
     expect((await run('nbdinfo', ['--size', unixUri(socket)])).stdout.trim()).toBe(String(1 << 20));
     process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 200 && (await exists(socket)); i++)
-      await new Promise((res) => setTimeout(res, 25));
+    // The daemon removes the socket, then the pid file, then exits: wait for the exit.
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 400 && alive(); i++) await new Promise((res) => setTimeout(res, 25));
+    expect(alive()).toBe(false);
     expect(await exists(socket)).toBe(false);
     expect(await exists(pidFile)).toBe(false);
   });

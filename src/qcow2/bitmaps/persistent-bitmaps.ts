@@ -136,7 +136,17 @@ export class PersistentBitmaps implements GuestWriteObserver {
     this.#allLoaded = true;
   }
 
-  async #load(select: (bm: Qcow2Bitmap) => boolean): Promise<void> {
+  /**
+   * What makes QEMU's open fail in qcow2_load_dirty_bitmaps() (a directory that breaks the
+   * constraints, a duplicate name, an unreadable table or data), without its side effects: no
+   * in-use flags written, nothing kept. vmforge loads bitmaps on first use, but an image QEMU
+   * cannot open must not open here either.
+   */
+  async verifyLoadable(): Promise<void> {
+    await this.#locked(() => this.#load(() => true, true));
+  }
+
+  async #load(select: (bm: Qcow2Bitmap) => boolean, dryRun = false): Promise<void> {
     const dev = this.device;
     if (!dev.header.bitmaps || dev.header.bitmaps.nbBitmaps === 0) return;
     const list = await readBitmapList(dev);
@@ -162,6 +172,7 @@ export class PersistentBitmaps implements GuestWriteObserver {
       if (!(bm.flags & BME_FLAG_AUTO)) bitmap.enabled = false;
       created.push(bitmap);
     }
+    if (dryRun) return;
     if (needsUpdate && writable) {
       try {
         await updateDirectoryInPlace(dev, list);

@@ -1,0 +1,119 @@
+// Hostile input: every damaged image of the battery (test/support/corrupt-images.ts) given to
+// info, map and convert. The exit status is qemu-img's (non-zero where it fails; where qemu-img
+// 7.2 hangs, vmforge fails fast), an error is one clear "vmforge-img: ..." message with no stack
+// trace, time and memory stay bounded (30 s, 400 MB peak RSS per command) and the image file is
+// never modified. HOSTILE_ONLY=name,name runs a subset.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import {
+  corruptImageNames,
+  makeCorruptImage,
+  type CorruptImage,
+} from '../support/corrupt-images.js';
+import { binPath } from '../support/run.js';
+import { describeWithTools } from '../support/tools.js';
+
+const TIMEOUT_MS = 30_000;
+const MAX_RSS_MB = 400;
+const HASHED_PREFIX = 64 * 1024 * 1024;
+
+/** The length and the first 64 MiB (the battery patches metadata near the start only). */
+function fileHash(path: string): string {
+  const h = createHash('sha256').update(String(statSync(path).size));
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1024 * 1024);
+    for (let pos = 0; pos < HASHED_PREFIX; pos += buf.length) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+interface ToolRun {
+  code: number | null;
+  stderr: string;
+  rssMb: number;
+  timedOut: boolean;
+}
+
+/** Run under GNU time for the peak RSS (%M, KiB, the last line of stderr). */
+function runTool(argv: string[], cwd: string): ToolRun {
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', ...argv], {
+    cwd,
+    encoding: 'utf8',
+    timeout: TIMEOUT_MS,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
+  const lines = (r.stderr ?? '').trimEnd().split('\n');
+  const rss = Number(lines.pop());
+  return {
+    code: r.status,
+    stderr: lines.join('\n'),
+    rssMb: rss / 1024,
+    timedOut: r.error !== undefined,
+  };
+}
+
+const COMMANDS: { name: string; args: (img: string) => string[] }[] = [
+  { name: 'info', args: (img) => ['info', img] },
+  { name: 'info json', args: (img) => ['info', '--output=json', img] },
+  { name: 'map', args: (img) => ['map', img] },
+  { name: 'map json', args: (img) => ['map', '--output=json', img] },
+  { name: 'convert', args: (img) => ['convert', '-O', 'raw', img, 'out.raw'] },
+];
+
+const names = process.env['HOSTILE_ONLY']?.split(',') ?? corruptImageNames();
+
+describeWithTools(['qemu-img'], 'damaged images: clear errors, bounded, never modified', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vmforge-hostile-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each(names)('%s', { timeout: 10 * TIMEOUT_MS }, async (name) => {
+    const img: CorruptImage = await makeCorruptImage(name, dir);
+    const cwd = dirname(img.path);
+    const failures: string[] = [];
+    const before = fileHash(img.path);
+    for (const cmd of COMMANDS) {
+      const label = `${name} ${cmd.name}`;
+      const ours = runTool([process.execPath, binPath('vmforge-img'), ...cmd.args(img.path)], cwd);
+      if (ours.timedOut) failures.push(`${label}: did not finish in ${TIMEOUT_MS / 1000} s`);
+      if (ours.rssMb > MAX_RSS_MB) failures.push(`${label}: peak RSS ${ours.rssMb.toFixed(0)} MB`);
+      if (/\n\s+at |internal error/.test(ours.stderr)) {
+        failures.push(`${label}: stack trace or internal error:\n${ours.stderr}`);
+      }
+      if (ours.code !== 0 && !ours.stderr.startsWith('vmforge-img: ')) {
+        failures.push(`${label}: unclear error: ${ours.stderr}`);
+      }
+      if (img.qemuHangs) {
+        // qemu-img loops forever on these; vmforge must stop with an error for the data paths.
+        if (ours.code === 0 && !cmd.name.startsWith('info')) {
+          failures.push(`${label}: succeeded where qemu-img hangs`);
+        }
+      } else {
+        const ref = runTool(['qemu-img', ...cmd.args(img.path)], cwd);
+        if (!ref.timedOut && (ref.code === 0) !== (ours.code === 0)) {
+          failures.push(
+            `${label}: exit ${ours.code} where qemu-img exits ${ref.code}\n` +
+              `  qemu: ${ref.stderr}\n  ours: ${ours.stderr}`,
+          );
+        }
+      }
+      if (fileHash(img.path) !== before) failures.push(`${label}: modified the image`);
+      rmSync(join(cwd, 'out.raw'), { force: true });
+    }
+    rmSync(cwd, { recursive: true, force: true });
+    expect(failures, failures.join('\n')).toEqual([]);
+  });
+});
