@@ -30,3 +30,19 @@ export {
 } from './snapshot-param.js';
 export { blockStatusAbove, qemuLength, type QemuBlockStatus } from './qemu-block-status.js';
 export type { BlockMeasureInfo } from './qapi-types.js';
+export {
+  convertImages,
+  validateConvertOptions,
+  type ConvertOptions,
+  type CacheMode,
+} from './convert/index.js';
+export { commitImage, type CommitOptions } from './commit.js';
+export { rebaseImage, type RebaseOptions } from './rebase.js';
+export {
+  bitmapImage,
+  validateBitmapOptions,
+  type BitmapAction,
+  type BitmapOptions,
+} from './bitmap.js';
+export { describeImage, imageInfo, imageInfoChain, type InfoOptions } from './info.js';
+export { mapImage, type MapOptions } from './map.js';

@@ -1,5 +1,6 @@
 // Hostile input: every damaged image of the battery (test/support/corrupt-images.ts) given to
-// info, map and convert. The exit status is qemu-img's (non-zero where it fails; where qemu-img
+// the commands that read images without changing them: info, map, convert, measure, compare, dd
+// (check has its own battery test, check-battery). The exit status is qemu-img's (non-zero where it fails; where qemu-img
 // 7.2 hangs, vmforge fails fast), an error is one clear "vmforge-img: ..." message with no stack
 // trace, time and memory stay bounded (30 s, 400 MB peak RSS per command) and the image file is
 // never modified. HOSTILE_ONLY=name,name runs a subset.
@@ -69,6 +70,10 @@ const COMMANDS: { name: string; args: (img: string) => string[] }[] = [
   { name: 'map', args: (img) => ['map', img] },
   { name: 'map json', args: (img) => ['map', '--output=json', img] },
   { name: 'convert', args: (img) => ['convert', '-O', 'raw', img, 'out.raw'] },
+  { name: 'convert qcow2', args: (img) => ['convert', '-O', 'qcow2', img, 'out.raw'] },
+  { name: 'measure', args: (img) => ['measure', '-O', 'qcow2', img] },
+  { name: 'compare', args: (img) => ['compare', img, img] },
+  { name: 'dd', args: (img) => ['dd', `if=${img}`, 'of=out.raw', 'bs=64k', 'count=16'] },
 ];
 
 const names = process.env['HOSTILE_ONLY']?.split(',') ?? corruptImageNames();
