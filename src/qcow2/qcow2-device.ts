@@ -430,12 +430,21 @@ export class Qcow2Device implements BlockDevice {
       await this.#markCorrupt();
     }
     if (length === 0) return [];
-    const layer = await this.#lock.shared(() => this.#layerStatus(offset, length));
+    const max = options.maxExtents ?? Infinity;
+    const layer = await this.#lock.shared(() => this.#layerStatus(offset, length, max));
     return composeChainStatus(layer, this.backing, options.maxExtents ?? Infinity);
   }
 
   /** This layer's own status (qcow2_co_block_status), up to the end of one L2 table. */
-  async #layerStatus(offset: number, length: number): Promise<LayerExtent[]> {
+  /**
+   * This layer's extents from `offset`, up to the end of its L2 table and at most `maxExtents`
+   * of them (a caller walking extent by extent must not pay for the whole table each time).
+   */
+  async #layerStatus(
+    offset: number,
+    length: number,
+    maxExtents = Infinity,
+  ): Promise<LayerExtent[]> {
     const out: LayerExtent[] = [];
     const end = Math.min(
       offset + length,
@@ -444,7 +453,7 @@ export class Qcow2Device implements BlockDevice {
     const file = this.dataStorage.filename;
     const encrypted = this.header.cryptMethod !== 0;
     let pos = offset;
-    while (pos < end) {
+    while (pos < end && out.length < maxExtents) {
       const m = await this.#map(pos, end - pos);
       const base = { offset: pos, length: m.length };
       const hostInfo = (host: number | undefined) =>
