@@ -14,7 +14,6 @@ import {
   withContext,
 } from '../core/index.js';
 import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/open.js';
-import { dirtyImageRepair } from '../qcow2/check/index.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
 import { LuksInfoDevice } from '../luks/luks-device.js';
@@ -152,7 +151,13 @@ async function openInChain(
         ...(options.noIO !== undefined ? { noIO: options.noIO } : {}),
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
         // A dirty lazy-refcounts image opened read-write gets QEMU's automatic `check -r all`.
-        repairDirty: options.repairDirty ?? dirtyImageRepair((m) => options.onWarning?.(m.text)),
+        // (qcow2 check is loaded only when an image needs it: it is a dozen modules of start-up.)
+        repairDirty:
+          options.repairDirty ??
+          (async (dev) => {
+            const { dirtyImageRepair } = await import('../qcow2/check/index.js');
+            await dirtyImageRepair((m) => options.onWarning?.(m.text))(dev);
+          }),
         openDataFile: (path, ro) => openFile(path, ro, options.cache),
         ...(options.backing === 'none'
           ? {}
