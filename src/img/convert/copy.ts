@@ -4,7 +4,7 @@
 // `outOfOrder`, so the target's layout is deterministic and matches qemu-img's.
 
 import type { BlockDevice } from '../../block/device.js';
-import { isZero, throwIfAborted } from '../../core/index.js';
+import { bufferView, isZero, isZeroRange, throwIfAborted } from '../../core/index.js';
 import type { Qcow2Device } from '../../qcow2/qcow2-device.js';
 import { compressClusterAsync } from '../../qcow2/compression.js';
 
@@ -169,11 +169,44 @@ async function readSectors(
   }
 }
 
-/** Whether sector `i` of the chunk is all zeros; `words` views the chunk as 32-bit words. */
-function sectorIsZero(words: Int32Array, i: number): boolean {
-  const end = (i + 1) * 128;
-  for (let w = i * 128; w < end; w++) if (words[w] !== 0) return false;
-  return true;
+/** A chunk as bytes (for memcmp) and as 32-bit words (chunk buffers are 4-byte aligned). */
+interface ChunkView {
+  bytes: Buffer;
+  words: Int32Array;
+}
+
+function chunkView(buf: Uint8Array): ChunkView {
+  return {
+    bytes: bufferView(buf),
+    words: new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2),
+  };
+}
+
+/** Sectors per memcmp when skipping through a run of zeros. */
+const ZERO_STRIDE = (64 * 1024) / SECTOR;
+
+/** Whether sector `i` of the chunk is all zeros; data usually fails on its first word. */
+function sectorIsZero(c: ChunkView, i: number): boolean {
+  const w = i * (SECTOR / 4);
+  if (c.words[w] !== 0 || c.words[w + SECTOR / 4 - 1] !== 0) return false;
+  return isZeroRange(c.bytes, i * SECTOR, (i + 1) * SECTOR);
+}
+
+/** The first sector in [from, to) that is not all zeros (or `to`), 64 KiB at a time first. */
+function endOfZeros(c: ChunkView, from: number, to: number): number {
+  let s = from;
+  while (to - s >= ZERO_STRIDE && isZeroRange(c.bytes, s * SECTOR, (s + ZERO_STRIDE) * SECTOR)) {
+    s += ZERO_STRIDE;
+  }
+  while (s < to && sectorIsZero(c, s)) s++;
+  return s;
+}
+
+/** The first sector in [from, to) that is all zeros (or `to`). */
+function endOfData(c: ChunkView, from: number, to: number): number {
+  let s = from;
+  while (s < to && !sectorIsZero(c, s)) s++;
+  return s;
 }
 
 /**
@@ -182,18 +215,15 @@ function sectorIsZero(words: Int32Array, i: number): boolean {
  * boundaries. `sector` is the guest sector of `first`.
  */
 function allocatedRun(
-  words: Int32Array,
+  c: ChunkView,
   first: number,
   n: number,
   sector: number,
   alignment: number,
 ): { num: number; data: boolean } {
   if (n <= 0) return { num: 0, data: false };
-  let zero = sectorIsZero(words, first);
-  let i = 1;
-  for (; i < n; i++) {
-    if (zero !== sectorIsZero(words, first + i)) break;
-  }
+  let zero = sectorIsZero(c, first);
+  let i = (zero ? endOfZeros(c, first + 1, first + n) : endOfData(c, first + 1, first + n)) - first;
   if (i === n) return { num: i, data: !zero };
   const tail = (sector + i) & (alignment - 1);
   if (tail) {
@@ -206,7 +236,7 @@ function allocatedRun(
 
 /** is_allocated_sectors_min(): data unless a zero run of at least `min` sectors follows. */
 function allocatedRunMin(
-  words: Int32Array,
+  c: ChunkView,
   first: number,
   n: number,
   min: number,
@@ -214,13 +244,13 @@ function allocatedRunMin(
   alignment: number,
 ): { num: number; data: boolean } {
   if (n < min) min = n;
-  const head = allocatedRun(words, first, n, sector, alignment);
+  const head = allocatedRun(c, first, n, sector, alignment);
   if (!head.data) return head;
   let used = head.num;
   let checked = used;
   let rest = n - head.num;
   while (rest > 0) {
-    const r = allocatedRun(words, first + checked, rest, sector + checked, alignment);
+    const r = allocatedRun(c, first + checked, rest, sector + checked, alignment);
     rest -= r.num;
     checked += r.num;
     if (r.data) used = checked;
@@ -239,8 +269,7 @@ async function writeChunk(
   compressed: Uint8Array | null | undefined,
 ): Promise<void> {
   const t = plan.target;
-  // One word view of the chunk for zero detection (chunk buffers are 4-byte aligned).
-  const words = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+  const view = chunkView(buf);
   let first = 0;
   while (count > 0) {
     let n = count;
@@ -250,7 +279,7 @@ async function writeChunk(
     } else if (status === 'data') {
       if (!plan.minSparse) write = true;
       else if (!plan.compressed) {
-        const r = allocatedRunMin(words, first, n, plan.minSparse, sector, plan.alignment);
+        const r = allocatedRunMin(view, first, n, plan.minSparse, sector, plan.alignment);
         n = r.num;
         write = r.data;
       } else write = !isZero(buf.subarray(0, n * SECTOR));
