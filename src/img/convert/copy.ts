@@ -4,6 +4,7 @@
 // `outOfOrder`, so the target's layout is deterministic and matches qemu-img's.
 
 import type { BlockDevice } from '../../block/device.js';
+import { allocIoBuffer } from '../../block/io-buffer.js';
 import { bufferView, isZero, isZeroRange, throwIfAborted } from '../../core/index.js';
 import type { Qcow2Device } from '../../qcow2/qcow2-device.js';
 import { compressClusterAsync } from '../../qcow2/compression.js';
@@ -333,9 +334,10 @@ export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<v
 
   const worker = async (): Promise<void> => {
     // Each worker reuses one buffer, like QEMU's per-coroutine buffer: no GC churn.
-    let pool = new Uint8Array(plan.bufSectors * SECTOR);
+    // Page-aligned: the kernel copies to and from it markedly faster (src/block/io-buffer.ts).
+    let pool = allocIoBuffer(plan.bufSectors * SECTOR);
     const take = (bytes: number): Uint8Array => {
-      if (pool.length < bytes) pool = new Uint8Array(bytes);
+      if (pool.length < bytes) pool = allocIoBuffer(bytes);
       const b = pool.subarray(0, bytes);
       return b;
     };
