@@ -1,7 +1,7 @@
 // FileStorage: a host file (or block device) through fs/promises, positional I/O only.
 
 import { open, type FileHandle } from 'node:fs/promises';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, writeSync } from 'node:fs';
 import { fromSystemError, InvalidArgumentError } from '../core/index.js';
 import type { Storage } from './storage.js';
 import { nativeFileOps } from './native.js';
@@ -26,6 +26,14 @@ export interface FileStorageOptions {
    * every write.
    */
   cache?: 'writeback' | 'unsafe' | 'writethrough';
+  /**
+   * Writes of at most this many bytes are made synchronously, without the thread-pool round
+   * trip (~0.1-0.2 ms, several times the cost of a small page-cache write). For batch tools
+   * whose writes are serialized anyway (qemu-img convert's in-order writes of compressed
+   * clusters and metadata), not for servers: a write the kernel throttles blocks the event
+   * loop. @default 0
+   */
+  syncWriteMax?: number;
 }
 
 export class FileStorage implements Storage {
@@ -34,17 +42,19 @@ export class FileStorage implements Storage {
   #fh: FileHandle | undefined;
   #closed = false;
   readonly #cache: 'writeback' | 'unsafe' | 'writethrough';
+  readonly #syncWriteMax: number;
 
   private constructor(
     filename: string,
     fh: FileHandle,
     readOnly: boolean,
-    cache: FileStorageOptions['cache'],
+    options: FileStorageOptions,
   ) {
     this.filename = filename;
     this.#fh = fh;
     this.readOnly = readOnly;
-    this.#cache = cache ?? 'writeback';
+    this.#cache = options.cache ?? 'writeback';
+    this.#syncWriteMax = options.syncWriteMax ?? 0;
   }
 
   static async open(path: string, options: FileStorageOptions = {}): Promise<FileStorage> {
@@ -74,7 +84,7 @@ export class FileStorage implements Storage {
       await fh.close().catch(() => undefined);
       throw err;
     }
-    return new FileStorage(path, fh, readOnly && !options.create, options.cache);
+    return new FileStorage(path, fh, readOnly && !options.create, options);
   }
 
   get fd(): number {
@@ -138,11 +148,13 @@ export class FileStorage implements Storage {
   async write(buf: Uint8Array, offset: number): Promise<void> {
     this.#checkWritable();
     const fh = this.#handle();
+    const sync = buf.length <= this.#syncWriteMax;
     let done = 0;
     while (done < buf.length) {
       let n: number;
       try {
-        ({ bytesWritten: n } = await fh.write(buf, done, buf.length - done, offset + done));
+        if (sync) n = writeSync(fh.fd, buf, done, buf.length - done, offset + done);
+        else ({ bytesWritten: n } = await fh.write(buf, done, buf.length - done, offset + done));
       } catch (err) {
         throw fromSystemError(
           err,

@@ -36,6 +36,8 @@ export interface OpenImageOptions {
   onWarning?: (message: string) => void;
   /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
   cache?: 'writeback' | 'unsafe' | 'writethrough';
+  /** Writes up to this size are synchronous (FileStorageOptions.syncWriteMax; batch tools). */
+  syncWriteMax?: number;
   /**
    * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
    * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
@@ -117,7 +119,7 @@ async function openInChain(
     if (given) return given;
   }
   const readOnly = options.readOnly ?? true;
-  const storage = await openFile(filename, readOnly, options.cache);
+  const storage = await openFile(filename, readOnly, options);
   try {
     // Loop detection on the real path (symlinks and ./ spellings included).
     const real = await realpath(filename).catch(() => filename);
@@ -158,7 +160,7 @@ async function openInChain(
             const { dirtyImageRepair } = await import('../qcow2/check/index.js');
             await dirtyImageRepair((m) => options.onWarning?.(m.text))(dev);
           }),
-        openDataFile: (path, ro) => openFile(path, ro, options.cache),
+        openDataFile: (path, ro) => openFile(path, ro, options),
         ...(options.backing === 'none'
           ? {}
           : {
@@ -192,7 +194,7 @@ async function openInChain(
 async function openFile(
   path: string,
   readOnly: boolean,
-  cache?: OpenImageOptions['cache'],
+  { cache, syncWriteMax }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax'>,
 ): Promise<Storage> {
   let st;
   try {
@@ -203,7 +205,11 @@ async function openFile(
   if (st?.isDirectory()) {
     throw new InvalidArgumentError(`'file' driver requires '${path}' to be a regular file`);
   }
-  return FileStorage.open(path, { readOnly, ...(cache ? { cache } : {}) });
+  return FileStorage.open(path, {
+    readOnly,
+    ...(cache ? { cache } : {}),
+    ...(syncWriteMax !== undefined ? { syncWriteMax } : {}),
+  });
 }
 
 async function probe(storage: Storage, filename: string): Promise<string> {

@@ -19,6 +19,8 @@ import {
 const SECTOR = 512;
 const MAX_BUF_SECTORS = 32768;
 const IO_BUF_SECTORS = (2 * 1024 * 1024) / SECTOR;
+/** Target writes up to this size are synchronous (see FileStorageOptions.syncWriteMax). */
+const SYNC_WRITE_MAX = 256 * 1024;
 
 export type CacheMode = 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe';
 
@@ -186,6 +188,10 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     target = await openImage(o.target, {
       format: targetFormat as SupportedFormat,
       readOnly: false,
+      // Writes are serialized (in order) and nothing else waits on the event loop: small ones
+      // (metadata, compressed clusters) skip the thread-pool round trip. 2 MiB data chunks stay
+      // asynchronous, overlapping the reads of the next chunks.
+      syncWriteMax: SYNC_WRITE_MAX,
       ...(cache === 'unsafe' ? { cache: 'unsafe' as const } : {}),
       ...(cache === 'writethrough' || cache === 'directsync'
         ? { cache: 'writethrough' as const }
