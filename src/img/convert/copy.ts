@@ -260,31 +260,55 @@ function allocatedRunMin(
   return { num: used, data: true };
 }
 
-/** convert_co_write(): write one chunk according to its status. */
-async function writeChunk(
+/** One run of a chunk: `n` sectors, written as data or left as zeros/backing. */
+interface Run {
+  n: number;
+  write: boolean;
+}
+
+/**
+ * How convert_co_write() splits a chunk into data and zero runs (is_allocated_sectors_min with
+ * -S). It depends only on the chunk's bytes, so it runs right after the read, while the chunk is
+ * in the CPU cache and before the in-order wait: zero detection stays off the serialized write
+ * path.
+ */
+function planRuns(
   plan: CopyPlan,
   sector: number,
   count: number,
   buf: Uint8Array,
   status: ChunkStatus,
+): Run[] {
+  if (status !== 'data' || !plan.minSparse) return [{ n: count, write: status === 'data' }];
+  if (plan.compressed) return [{ n: count, write: !isZero(buf.subarray(0, count * SECTOR)) }];
+  const view = chunkView(buf);
+  const runs: Run[] = [];
+  for (let first = 0; first < count;) {
+    const r = allocatedRunMin(
+      view,
+      first,
+      count - first,
+      plan.minSparse,
+      sector + first,
+      plan.alignment,
+    );
+    runs.push({ n: r.num, write: r.data });
+    first += r.num;
+  }
+  return runs;
+}
+
+/** convert_co_write(): write one chunk, run by run as planRuns() split it. */
+async function writeChunk(
+  plan: CopyPlan,
+  sector: number,
+  runs: Run[],
+  buf: Uint8Array,
+  status: ChunkStatus,
   compressed: Uint8Array | null | undefined,
 ): Promise<void> {
   const t = plan.target;
-  const view = chunkView(buf);
-  let first = 0;
-  while (count > 0) {
-    let n = count;
-    let write = false;
-    if (status === 'backing') {
-      // Leave unallocated so the target's backing file shows through.
-    } else if (status === 'data') {
-      if (!plan.minSparse) write = true;
-      else if (!plan.compressed) {
-        const r = allocatedRunMin(view, first, n, plan.minSparse, sector, plan.alignment);
-        n = r.num;
-        write = r.data;
-      } else write = !isZero(buf.subarray(0, n * SECTOR));
-    }
+  for (const { n, write } of runs) {
     const bytes = buf.subarray(0, n * SECTOR); // empty for zero/backing chunks
     const offset = sector * SECTOR;
     // The target may end inside the last sector when sizes are not sector multiples.
@@ -299,8 +323,6 @@ async function writeChunk(
       await t.writeZeroes(offset, len, { mayUnmap: true });
     }
     sector += n;
-    count -= n;
-    first += n;
     if (buf.length) buf = buf.subarray(n * SECTOR);
   }
 }
@@ -365,13 +387,14 @@ export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<v
         buf = take(n * SECTOR).fill(0);
       }
       if (failed !== undefined) return;
+      const runs = planRuns(plan, sector, n, buf, status);
       if (plan.inOrder && writeOffset !== sector) {
         // Woken by the write before ours, or by wake() when another worker fails.
         await new Promise<void>((resolve) => waiters.set(sector, resolve));
       }
       if (failed !== undefined) return;
       throwIfAborted(plan.signal);
-      await writeChunk(plan, sector, n, buf, status, compressed);
+      await writeChunk(plan, sector, runs, buf, status, compressed);
       if (status === 'data') {
         done += n;
         plan.onProgress?.(done, allocatedTotal);
