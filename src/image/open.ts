@@ -38,6 +38,8 @@ export interface OpenImageOptions {
   cache?: 'writeback' | 'unsafe' | 'writethrough';
   /** Writes up to this size are synchronous (FileStorageOptions.syncWriteMax; batch tools). */
   syncWriteMax?: number;
+  /** Reads up to this size try the page cache synchronously (FileStorageOptions.syncReadMax). */
+  syncReadMax?: number;
   /**
    * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
    * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
@@ -194,7 +196,11 @@ async function openInChain(
 async function openFile(
   path: string,
   readOnly: boolean,
-  { cache, syncWriteMax }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax'>,
+  {
+    cache,
+    syncWriteMax,
+    syncReadMax,
+  }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax' | 'syncReadMax'>,
 ): Promise<Storage> {
   let st;
   try {
@@ -209,6 +215,7 @@ async function openFile(
     readOnly,
     ...(cache ? { cache } : {}),
     ...(syncWriteMax !== undefined ? { syncWriteMax } : {}),
+    ...(syncReadMax !== undefined ? { syncReadMax } : {}),
   });
 }
 

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { FileStorage } from '../../src/block/file-storage.js';
 import { tempDir } from '../support/tmp.js';
 
-describe('FileStorage syncWriteMax', () => {
+describe('FileStorage syncWriteMax / syncReadMax', () => {
   it('writes small buffers synchronously and large ones asynchronously, both landing', async () => {
     const dir = await tempDir();
     const path = join(dir, 'f');
@@ -29,5 +29,23 @@ describe('FileStorage syncWriteMax', () => {
       "Could not write to '/dev/full' at offset 512",
     );
     await s.close();
+  });
+
+  it('reads the same bytes with or without the synchronous page-cache path', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'f');
+    const w = await FileStorage.open(path, { create: true });
+    const data = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff);
+    await w.write(data, 0);
+    await w.close();
+    for (const syncReadMax of [0, 4096, 2 * 1024 * 1024]) {
+      const r = await FileStorage.open(path, { readOnly: true, syncReadMax });
+      const back = new Uint8Array(data.length + 100); // past EOF reads as zeros
+      back.fill(0xee);
+      await r.read(back, 0);
+      expect(back.subarray(0, data.length), `syncReadMax ${syncReadMax}`).toEqual(data);
+      expect(back.subarray(data.length).every((b) => b === 0)).toBe(true);
+      await r.close();
+    }
   });
 });
