@@ -19,8 +19,12 @@ import {
 const SECTOR = 512;
 const MAX_BUF_SECTORS = 32768;
 const IO_BUF_SECTORS = (2 * 1024 * 1024) / SECTOR;
-/** Target writes up to this size are synchronous (see FileStorageOptions.syncWriteMax). */
-const SYNC_WRITE_MAX = 256 * 1024;
+/**
+ * Target writes up to this size are synchronous (see FileStorageOptions.syncWriteMax): all of
+ * them. In-order writes are serialized anyway, and on the thread pool they queued behind the
+ * chunk reads (libuv's pool is FIFO) and paid a round trip each.
+ */
+const SYNC_WRITE_MAX = Infinity;
 /** Source reads up to this size try the page cache synchronously (FileStorageOptions). */
 const SYNC_READ_MAX = 256 * 1024;
 
@@ -198,9 +202,8 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
     target = await openImage(o.target, {
       format: targetFormat as SupportedFormat,
       readOnly: false,
-      // Writes are serialized (in order) and nothing else waits on the event loop: small ones
-      // (metadata, compressed clusters) skip the thread-pool round trip. 2 MiB data chunks stay
-      // asynchronous, overlapping the reads of the next chunks.
+      // Writes are serialized (in order) and nothing else waits on the event loop: they skip
+      // the thread-pool round trip, while the source reads run on the pool.
       syncWriteMax: SYNC_WRITE_MAX,
       ...(cache === 'unsafe' ? { cache: 'unsafe' as const } : {}),
       ...(cache === 'writethrough' || cache === 'directsync'
