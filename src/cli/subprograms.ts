@@ -36,7 +36,7 @@ export const subprograms: Record<string, LazySubprogram> = {
     load: async () => (await import('./run/index.js')).runQmp,
   },
   demo: {
-    describe: 'build a disk, boot it under UEFI, show the marker',
+    describe: 'build a disk, export it over NBD, boot it under UEFI, show the marker',
     load: async () => (await import('./run/index.js')).runDemoCli,
   },
 };

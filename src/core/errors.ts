@@ -111,6 +111,7 @@ const STRERROR: Record<string, string> = {
   EEXIST: 'File exists',
   EROFS: 'Read-only file system',
   EIO: 'Input/output error',
+  ENOMEDIUM: 'No medium found',
   EINVAL: 'Invalid argument',
   EFBIG: 'File too large',
   EBUSY: 'Device or resource busy',

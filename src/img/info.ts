@@ -14,6 +14,7 @@ import { resolveRelativeTo } from '../qcow2/open.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { readLuksInfo } from '../luks/luks-header.js';
 import { LuksInfoDevice } from '../luks/luks-device.js';
+import { isNbdUri } from '../nbd/uri.js';
 import type { ImageInfo, ImageInfoSpecificQCow2, SnapshotInfo } from './qapi-types.js';
 
 export interface InfoOptions {
@@ -41,7 +42,9 @@ export async function describeImage(dev: BlockDevice): Promise<ImageInfo> {
     return info;
   }
   if (!isQcow2(dev)) {
-    info['dirty-flag'] = false;
+    // raw_get_info() asks the protocol: file-posix answers, QEMU's nbd driver has no
+    // bdrv_get_info, so for a raw image over NBD qemu-img prints no dirty-flag.
+    if (!isNbdUri(dev.filename)) info['dirty-flag'] = false;
     return info;
   }
   const h = dev.header;

@@ -115,7 +115,9 @@ async function copyDifferences(
     throwIfAborted(o.signal);
     n = Math.min(IO_BUF, size - offset);
     // Allocated in the overlay itself: nothing to do.
-    const [e] = await top.blockStatus(offset, n, { maxExtents: 1 });
+    const [e] = await top.blockStatus(offset, n, { maxExtents: 1 }).catch((err: unknown) => {
+      throw withContext(err, 'error while reading image metadata');
+    });
     if (!e) break;
     n = e.length;
     if (e.allocated && e.depth === 0) continue;

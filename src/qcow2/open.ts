@@ -268,7 +268,7 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
       backing,
       readOnly: options.readOnly,
       snapshots,
-      metadataPreallocation: await detectMetadataPreallocation(storage, refcounts, layout),
+      ...(await detectMetadataPreallocation(storage, refcounts, layout)),
       ownsDataStorage: ownsData,
     });
   } catch (err) {
@@ -329,12 +329,12 @@ async function detectMetadataPreallocation(
   storage: Storage,
   refcounts: Refcounts,
   layout: Layout,
-): Promise<boolean> {
+): Promise<{ metadataPreallocation: boolean; refcountCorruption?: string }> {
   const fileLength = await storage.size();
   // Storage without allocation information (an NBD export) cannot be preallocated as far as
   // we can tell: QEMU treats the ENOTSUP from bdrv_get_allocated_file_size() the same way.
   const allocated = await storage.allocatedSize().catch(() => -1);
-  if (allocated < 0) return false;
+  if (allocated < 0) return { metadataPreallocation: false };
   const realClusters = Math.floor(allocated / layout.clusterSize);
   const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
   const endCluster = Math.ceil(fileLength / layout.clusterSize);
@@ -345,7 +345,17 @@ async function detectMetadataPreallocation(
     const blockOffset = refcounts.table[Math.floor(i / per)] ?? 0;
     // A block beyond the end of the file reads as zeros: nothing to count (and offsets beyond
     // 2^53 from a corrupt reftable cannot even be read).
-    if (blockOffset === 0 || blockOffset % layout.clusterSize !== 0 || blockOffset >= fileLength) {
+    if (blockOffset !== 0 && blockOffset % layout.clusterSize !== 0) {
+      // qcow2_get_refcount() fails on it (load_refcount_block's alignment check): QEMU's
+      // detection stops with "no preallocation" and signals the corruption (fatal when the
+      // image is writable; the device reports it on its first block-status call, as QEMU).
+      const index = Math.floor(i / per);
+      return {
+        metadataPreallocation: false,
+        refcountCorruption: `Refblock offset 0x${blockOffset.toString(16)} unaligned (reftable index: ${index === 0 ? '0' : `0x${index.toString(16)}`})`,
+      };
+    }
+    if (blockOffset === 0 || blockOffset >= fileLength) {
       i = (Math.floor(i / per) + 1) * per;
       continue;
     }
@@ -355,5 +365,5 @@ async function detectMetadataPreallocation(
       if (getRefcount(block, i % per, layout.refcountOrder) !== 0) count++;
     }
   }
-  return count >= threshold;
+  return { metadataPreallocation: count >= threshold };
 }

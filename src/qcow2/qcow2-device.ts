@@ -112,6 +112,12 @@ export interface Qcow2DeviceInit {
   snapshots: Qcow2Snapshot[];
   /** Data clusters that are file holes count as zero (preallocation=metadata images). */
   metadataPreallocation: boolean;
+  /**
+   * Corruption the metadata-preallocation walk found in the refcount structure. QEMU walks
+   * lazily, at the first block-status call, and on a writable image that corruption is fatal:
+   * the image is marked corrupt and every later request fails with ENOMEDIUM.
+   */
+  refcountCorruption?: string | undefined;
   /** Extra devices/storages to close with this one (data file). */
   ownsDataStorage: boolean;
 }
@@ -134,6 +140,10 @@ export class Qcow2Device implements BlockDevice {
   readonly #readOnly: boolean;
   readonly #ownsData: boolean;
   readonly #metadataPreallocation: boolean;
+  /** See Qcow2Init.refcountCorruption: signalled on the first block-status call. */
+  #pendingCorruption: string | undefined;
+  /** A fatal corruption event happened (QEMU's bs->drv = NULL): every request fails. */
+  #fatalCorruption: string | undefined;
   #dirtyMarked = false;
   #closed = false;
   #observer: GuestWriteObserver | undefined;
@@ -156,6 +166,7 @@ export class Qcow2Device implements BlockDevice {
     this.snapshots = init.snapshots;
     this.#ownsData = init.ownsDataStorage;
     this.#metadataPreallocation = init.metadataPreallocation;
+    this.#pendingCorruption = init.readOnly ? undefined : init.refcountCorruption;
     this.capabilities = {
       readOnly: init.readOnly,
       fastZero: this.header.version >= 3 || !init.backing,
@@ -333,6 +344,14 @@ export class Qcow2Device implements BlockDevice {
 
   #checkOpen(): void {
     if (this.#closed) throw new InvalidArgumentError(`'${this.filename}' is closed`);
+    if (this.#fatalCorruption !== undefined) {
+      // What QEMU returns once a fatal corruption event removed the driver.
+      throw new EnvironmentError('No medium found', {
+        code: 'VMF_QCOW2_FATAL',
+        errno: 'ENOMEDIUM',
+        details: { corruption: this.#fatalCorruption },
+      });
+    }
   }
 
   #checkDataAccess(): void {
@@ -403,6 +422,13 @@ export class Qcow2Device implements BlockDevice {
   ): Promise<BlockExtent[]> {
     assertRange('block status', offset, length, this.size);
     this.#checkOpen();
+    if (this.#pendingCorruption !== undefined) {
+      // qcow2_co_block_status -> qcow2_detect_metadata_preallocation -> qcow2_signal_corruption
+      // (fatal on a writable image): the corrupt bit goes to disk, this call still completes.
+      this.#fatalCorruption = this.#pendingCorruption;
+      this.#pendingCorruption = undefined;
+      await this.#markCorrupt();
+    }
     if (length === 0) return [];
     const layer = await this.#lock.shared(() => this.#layerStatus(offset, length));
     return composeChainStatus(layer, this.backing, options.maxExtents ?? Infinity);
@@ -1635,7 +1661,8 @@ export class Qcow2Device implements BlockDevice {
     if (this.#closed) return;
     let observerError: unknown;
     try {
-      if (!this.#readOnly) {
+      // After a fatal corruption event QEMU drops the driver: nothing more is written.
+      if (!this.#readOnly && this.#fatalCorruption === undefined) {
         await this.#lock.exclusive(async () => {
           // Persistent bitmaps first (qcow2_inactivate); a failure there must not cost the
           // metadata write-back below, so it is reported after it.

@@ -1,19 +1,20 @@
 // The launcher's providers wired to the vmforge libraries: UEFI firmware through src/edk2
 // (descriptor discovery + per-VM prepare), huge pages through src/hugetlbfs
 // (planHugepageBackend), and disk images through the image engine (src/image: probing, backing
-// chains, qcow2 overlays).
+// chains, qcow2 overlays; an overlay over an NBD export reads the export's size through src/nbd's
+// client).
 
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   EnvironmentError,
   InvalidArgumentError,
-  NotSupportedError,
   fromSystemError,
   withContext,
 } from '../core/index.js';
 import { planHugepageBackend, type HugetlbHost } from '../hugetlbfs/index.js';
 import { createImage, isQcow2, openImage, probeFormat } from '../image/index.js';
+import { registerNbdProtocols } from '../nbd/open-uri.js';
 import { resolveRelativeTo } from '../qcow2/index.js';
 import { findFirmware, prepareFirmware } from '../edk2/index.js';
 import type {
@@ -91,6 +92,9 @@ export function engineDiskImages(): DiskImages {
     },
     async createOverlay(req) {
       const backingFile = req.backing.kind === 'file' ? req.backing.path : req.backing.uri;
+      // createImage opens the backing file for its size; nbd:// names go through src/nbd's
+      // client once its schemes are in the image engine's protocol table.
+      if (req.backing.kind === 'nbd') registerNbdProtocols();
       try {
         await createImage(req.path, {
           format: 'qcow2',
@@ -98,12 +102,6 @@ export function engineDiskImages(): DiskImages {
           backingFormat: req.backingFormat,
         });
       } catch (err) {
-        if (err instanceof NotSupportedError && req.backing.kind === 'nbd') {
-          throw new NotSupportedError(
-            `a snapshot overlay over ${backingFile} needs vmforge's NBD client (src/nbd), which is not integrated yet`,
-            { code: 'VMF_PENDING_INTEGRATION', cause: err },
-          );
-        }
         throw withContext(err, `Could not create the snapshot overlay '${req.path}'`);
       }
     },

@@ -1,15 +1,19 @@
 // The whole pipeline in one call: build a UEFI-bootable disk (a FAT file system whose
-// startup.nsh prints a marker and powers off, inside a qcow2 made by the vmforge engine), boot it
-// under UEFI, and wait for the marker. It reports each step through `onStep` and never prints.
-// Missing host tools are reported all at once with the Debian packages that provide them.
+// startup.nsh prints a marker and powers off, inside a qcow2 made by the vmforge engine), export
+// it with vmforge's NBD server (in-process, on a unix socket), boot QEMU from the export's
+// nbd+unix:// URI under UEFI, and wait for the marker. It reports each step through `onStep` and
+// never prints. Missing host tools are reported all at once with the Debian packages that
+// provide them.
 
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { EnvironmentError } from '../core/index.js';
+import { EnvironmentError, fromSystemError } from '../core/index.js';
 import { createImage, openImage } from '../image/index.js';
+import { NbdServer } from '../nbd/server.js';
+import { formatNbdUri } from '../nbd/uri.js';
 import { findFirmware, FIRMWARE_PACKAGES } from '../edk2/index.js';
 import type { Arch } from './model.js';
 import { normalizeSpec } from './spec/normalize.js';
@@ -30,6 +34,8 @@ export interface DemoOptions {
 export interface DemoResult {
   workDir: string;
   image: string;
+  /** The nbd+unix:// URI QEMU booted from. */
+  nbdUri: string;
   serialLog: string;
   accelNote: string | undefined;
   /** The serial console line that carried the marker. */
@@ -114,6 +120,55 @@ export async function buildDemoImage(dir: string): Promise<string> {
   return qcow2;
 }
 
+/** An image served by vmforge's NBD server until close(). */
+interface NbdExportHandle {
+  socket: string;
+  uri: string;
+  close(): Promise<void>;
+}
+
+const DEMO_EXPORT = 'demo';
+
+/**
+ * Serve `image` read-write as export DEMO_EXPORT on a unix socket in `dir` (or, when that path
+ * does not fit in sun_path's 108 bytes, in a private temporary directory).
+ */
+async function exportOverNbd(image: string, dir: string): Promise<NbdExportHandle> {
+  let socket = join(dir, 'nbd.sock');
+  let socketDir: string | undefined;
+  if (Buffer.byteLength(socket) > 107) {
+    socketDir = await mkdtemp(join(tmpdir(), 'vmforge-demo-nbd-'));
+    socket = join(socketDir, 'nbd.sock');
+  }
+  const removeSocketDir = async (): Promise<void> => {
+    if (socketDir) await rmdir(socketDir).catch(() => undefined);
+  };
+  const device = await openImage(image, { format: 'qcow2', readOnly: false }).catch(
+    async (err: unknown) => {
+      await removeSocketDir();
+      throw err;
+    },
+  );
+  const server = new NbdServer({ exports: [{ name: DEMO_EXPORT, device }] });
+  const close = async (): Promise<void> => {
+    try {
+      // Every client has gone by now; close() flushes the export and removes the socket.
+      await server.close();
+    } finally {
+      await device.close();
+      await removeSocketDir();
+    }
+  };
+  try {
+    await server.listen({ kind: 'unix', path: socket });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const uri = formatNbdUri({ tls: false, transport: 'unix', socket, exportName: DEMO_EXPORT });
+  return { socket, uri, close };
+}
+
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const step = options.onStep ?? (() => undefined);
   const { missing, packages } = await demoPrerequisites(options.arch);
@@ -123,38 +178,54 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       { code: 'VMF_DEMO_PREREQUISITES', details: { missing, packages } },
     );
   }
-  const workDir = options.workDir ?? (await mkdtemp(join(tmpdir(), 'vmforge-demo-')));
+  let workDir: string;
+  if (options.workDir === undefined) workDir = await mkdtemp(join(tmpdir(), 'vmforge-demo-'));
+  else {
+    workDir = options.workDir;
+    try {
+      await mkdir(workDir, { recursive: true });
+    } catch (err) {
+      throw fromSystemError(err, `Could not create the work directory '${workDir}'`);
+    }
+  }
   step(`building a UEFI-bootable qcow2 image in ${workDir}`);
   const image = await buildDemoImage(workDir);
-  // TODO(integration): export `image` with src/nbd's server on a unix socket and boot it from
-  // its nbd+unix:// URI once `vmforge nbd` is on main.
-  const serialLog = join(workDir, 'serial.log');
-  const model = normalizeSpec({
-    name: 'vmforge-demo',
-    arch: options.arch,
-    memory: '512M',
-    disks: [image],
-    serial: { log: serialLog },
-  });
-  step(`booting it under UEFI (${options.arch}, ${model.machine.type})`);
-  const started = Date.now();
-  const vm = await Vm.launch(model, options.signal ? { signal: options.signal } : {});
-  if (vm.plan.accelNote) step(vm.plan.accelNote);
+  const nbd = await exportOverNbd(image, workDir);
   try {
-    const m = await vm.waitForSerial(new RegExp(`.*${DEMO_MARKER}.*`), {
-      timeoutMs: options.timeoutMs ?? 180_000,
-      ...(options.signal ? { signal: options.signal } : {}),
+    step(`exporting it over NBD on ${nbd.socket} (export '${DEMO_EXPORT}')`);
+    const serialLog = join(workDir, 'serial.log');
+    const model = normalizeSpec({
+      name: 'vmforge-demo',
+      arch: options.arch,
+      memory: '512M',
+      // The qcow2 is decoded by vmforge's server; QEMU sees the raw guest disk.
+      disks: [{ uri: nbd.uri, format: 'raw' }],
+      serial: { log: serialLog },
     });
-    const bootSeconds = (Date.now() - started) / 1000;
-    return {
-      workDir,
-      image,
-      serialLog,
-      accelNote: vm.plan.accelNote,
-      markerLine: m[0].trim(),
-      bootSeconds,
-    };
+    step(`booting ${nbd.uri} under UEFI (${options.arch}, ${model.machine.type})`);
+    const started = Date.now();
+    const vm = await Vm.launch(model, options.signal ? { signal: options.signal } : {});
+    if (vm.plan.accelNote) step(vm.plan.accelNote);
+    try {
+      const m = await vm.waitForSerial(new RegExp(`.*${DEMO_MARKER}.*`), {
+        timeoutMs: options.timeoutMs ?? 180_000,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      const bootSeconds = (Date.now() - started) / 1000;
+      return {
+        workDir,
+        image,
+        nbdUri: nbd.uri,
+        serialLog,
+        accelNote: vm.plan.accelNote,
+        markerLine: m[0].trim(),
+        bootSeconds,
+      };
+    } finally {
+      await vm.stop({ powerdownTimeoutMs: 5000 });
+    }
   } finally {
-    await vm.stop({ powerdownTimeoutMs: 5000 });
+    // After QEMU has stopped: its NBD connection is gone, nothing is left in flight.
+    await nbd.close();
   }
 }

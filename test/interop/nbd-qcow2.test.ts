@@ -94,6 +94,7 @@ describeWithTools(['qemu-img', 'qemu-io', 'nbdcopy'], 'qcow2 exports written ove
     const fileUri = unixUri(rawSocket);
     for (const args of [
       ['info', uri],
+      ['info', '--output=json', uri], // raw over NBD: no dirty-flag (QEMU's nbd has no get_info)
       ['info', '--output=json', fileUri],
       ['map', '--output=json', uri],
       ['map', fileUri],

@@ -1,19 +1,19 @@
 // Disks from other sources: a throwaway snapshot overlay made by the vmforge engine (the original
 // is never written), a qcow2 whose backing format is not recorded (refused, never probed), and
-// NBD exports over a unix socket (a full UEFI boot from it) and TCP (overlay on top). The NBD
-// server is qemu-nbd and the overlay over NBD is made by qemu-img until `vmforge nbd` and its
-// client (src/nbd) are on main.
+// NBD exports served by `vmforge-nbd` (the built bin, with qemu-nbd's flags) over a unix socket
+// (a full UEFI boot from the qcow2 it decodes) and over TCP (a snapshot overlay on top, made by
+// the vmforge engine through src/nbd's client). qemu-img stays as the oracle that reads the
+// overlays back.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createImage } from '../../src/image/index.js';
 import { normalizeSpec, resolveModelPaths, Vm } from '../../src/qemu/index.js';
 import { makeUefiDisk, MARKER_RE, MARKER_SCRIPT } from '../qemu/fat-disk.js';
-import { qemuImgImages } from '../qemu/qemu-img-images.js';
-import { run, runBin } from '../support/run.js';
+import { binPath, run, runBin } from '../support/run.js';
 import { describeWithTools } from '../support/tools.js';
 
 const exists = (p: string): Promise<boolean> =>
@@ -30,14 +30,41 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function qemuNbd(args: string[], ready: () => Promise<boolean>): Promise<ChildProcess> {
-  const child = spawn('qemu-nbd', ['--persistent', ...args], { stdio: 'ignore' });
-  for (let i = 0; i < 100 && !(await ready()); i++) await new Promise((r) => setTimeout(r, 50));
-  return child;
+/**
+ * Start `vmforge-nbd --persistent ARGS` and wait until `ready()` says it listens; if it exits
+ * first, fail with what it printed.
+ */
+async function vmforgeNbd(args: string[], ready: () => Promise<boolean>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [binPath('vmforge-nbd'), '--persistent', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  for (let i = 0; i < 300; i++) {
+    if (await ready()) return child;
+    const gone = await Promise.race([
+      exited.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 100)),
+    ]);
+    if (gone) throw new Error(`vmforge-nbd ${args.join(' ')} exited: ${stderr}`);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`vmforge-nbd ${args.join(' ')} did not start listening: ${stderr}`);
+}
+
+/** SIGTERM (vmforge-nbd then closes its exports and removes its socket), SIGKILL if it hangs. */
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 describeWithTools(
-  ['qemu-system-x86_64', 'qemu-img', 'qemu-nbd', 'mkfs.fat', 'mcopy'],
+  ['qemu-system-x86_64', 'qemu-img', 'mkfs.fat', 'mcopy'],
   'disks: snapshot overlays and NBD',
   () => {
     let dir: string;
@@ -48,7 +75,7 @@ describeWithTools(
       disk = await makeUefiDisk(dir, 'boot', MARKER_SCRIPT);
     });
     afterAll(async () => {
-      for (const s of servers) s.kill('SIGKILL');
+      await Promise.all(servers.map(stopServer));
       await rm(dir, { recursive: true, force: true });
     });
 
@@ -121,10 +148,10 @@ describeWithTools(
       );
     });
 
-    it('boots under UEFI from an NBD export on a unix socket (nbd+unix://)', async () => {
+    it('boots under UEFI from a qcow2 served by vmforge-nbd on a unix socket (nbd+unix://)', async () => {
       const sock = join(dir, 'nbd.sock');
       servers.push(
-        await qemuNbd(['-f', 'qcow2', '-x', 'boot', '-k', sock, disk.qcow2], () => exists(sock)),
+        await vmforgeNbd(['-f', 'qcow2', '-x', 'boot', '-k', sock, disk.qcow2], () => exists(sock)),
       );
       const spec = join(dir, 'nbd.yaml');
       await writeFile(
@@ -140,16 +167,20 @@ describeWithTools(
       expect(r.code).toBe(0);
     });
 
-    it('attaches an NBD export over TCP (nbd://) with a snapshot overlay on top', async () => {
+    it('attaches a vmforge-nbd export over TCP (nbd://) with a snapshot overlay on top', async () => {
       const port = await freePort();
+      // Listening once a connection is accepted (a probe that binds the port could steal it).
       const ready = async (): Promise<boolean> =>
         new Promise((resolve) => {
-          const s = createServer();
-          s.once('error', () => resolve(true));
-          s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
+          const c = connect(port, '127.0.0.1');
+          c.once('connect', () => {
+            c.destroy();
+            resolve(true);
+          });
+          c.once('error', () => resolve(false));
         });
       servers.push(
-        await qemuNbd(
+        await vmforgeNbd(
           [
             '-f',
             'raw',
@@ -173,7 +204,7 @@ describeWithTools(
         firmware: 'bios',
         disks: [{ uri: `nbd://127.0.0.1:${port}/data`, snapshot: true }],
       });
-      const vm = await Vm.launch(model, { paused: true, providers: { images: qemuImgImages() } });
+      const vm = await Vm.launch(model, { paused: true }); // overlay made by the vmforge engine
       try {
         const [info] = await vm.qmp.execute<
           {

@@ -1,10 +1,14 @@
 // The launcher's adapters over the vmforge libraries: huge-page backends planned by
 // src/hugetlbfs against fixture hosts (pool checks for the whole guest and per host node), and
-// disk probing / overlays through the image engine (backing chains without a format refused).
+// disk probing / overlays through the image engine (backing chains without a format refused;
+// overlays over an NBD export served in-process by src/nbd).
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MemoryStorage } from '../../src/block/memory-storage.js';
 import { createImage, isQcow2, openImage } from '../../src/image/index.js';
+import { NbdServer } from '../../src/nbd/index.js';
+import { RawDevice } from '../../src/raw/raw-device.js';
 import {
   buildArgv,
   engineDiskImages,
@@ -185,14 +189,46 @@ describe('engineDiskImages', () => {
     }
   });
 
-  it('an overlay over NBD says the NBD client is not integrated yet', async () => {
+  it('an overlay over an NBD export takes its size through the NBD client', async () => {
     const dir = await tempDir();
+    const server = new NbdServer({
+      exports: [{ name: 'x', device: await RawDevice.open(new MemoryStorage(3 * MiB)) }],
+    });
+    const socket = join(dir, 's.sock');
+    await server.listen({ kind: 'unix', path: socket });
+    const uri = `nbd+unix:///x?socket=${socket}`;
+    const overlay = join(dir, 'o.qcow2');
+    try {
+      await images.createOverlay({
+        backing: { kind: 'nbd', uri },
+        backingFormat: 'raw',
+        path: overlay,
+      });
+    } finally {
+      await server.destroy();
+    }
+    const dev = await openImage(overlay, { format: 'qcow2', backing: 'none', noIO: true });
+    try {
+      expect(isQcow2(dev) && dev.header).toMatchObject({ backingFile: uri, backingFormat: 'raw' });
+      expect(dev.size).toBe(3 * MiB);
+    } finally {
+      await dev.close();
+    }
+  });
+
+  it('an overlay over an NBD export nobody serves names the export', async () => {
+    const dir = await tempDir();
+    const socket = join(dir, 'nobody.sock');
+    const overlay = join(dir, 'o.qcow2');
     await expect(
       images.createOverlay({
-        backing: { kind: 'nbd', uri: 'nbd://127.0.0.1:1/x' },
+        backing: { kind: 'nbd', uri: `nbd+unix:///x?socket=${socket}` },
         backingFormat: 'raw',
-        path: join(dir, 'o.qcow2'),
+        path: overlay,
       }),
-    ).rejects.toThrow(/needs vmforge's NBD client \(src\/nbd\)/);
+    ).rejects.toThrow(
+      `Could not create the snapshot overlay '${overlay}': Could not open backing image: ` +
+        `Could not open 'nbd+unix:///x?socket=${socket}': Failed to connect to '${socket}'`,
+    );
   });
 });

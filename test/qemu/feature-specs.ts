@@ -258,7 +258,8 @@ export const FEATURE_SPECS: FeatureSpec[] = [
       ],
     },
     accept: false,
-    acceptNote: 'needs an NBD server; covered by test/interop/qemu-disks.test.ts with qemu-nbd',
+    acceptNote:
+      'needs NBD servers at fixed addresses; covered by test/interop/qemu-disks.test.ts with vmforge-nbd',
   },
   {
     name: 'x86_64-tap-vnc',

@@ -80,6 +80,7 @@ describe('defaults', () => {
         'nbd://example.org:10810/my%20export',
         'nbd+unix:///e?socket=/run/nbd.sock',
         'nbd://[::1]/',
+        'nbd+tcp://127.0.0.1//abs%2Fname',
       ],
     });
     expect(m.disks.map((d) => d.source)).toEqual([
@@ -102,6 +103,14 @@ describe('defaults', () => {
         uri: 'nbd://[::1]/',
         server: { type: 'inet', host: '::1', port: '10809' },
         export: undefined,
+        tls: false,
+      },
+      {
+        // QEMU's other spelling of nbd://; the export name keeps its own leading '/'.
+        kind: 'nbd',
+        uri: 'nbd+tcp://127.0.0.1//abs%2Fname',
+        server: { type: 'inet', host: '127.0.0.1', port: '10809' },
+        export: '/abs/name',
         tls: false,
       },
     ]);
@@ -443,7 +452,49 @@ const INVALID: [string, Record<string, unknown>, string, string][] = [
     'nbd+unix without socket',
     { arch: 'x86_64', disks: [{ uri: 'nbd+unix:///export' }] },
     'disks[0].uri',
-    'needs ?socket=/path/to/socket',
+    "invalid NBD URI 'nbd+unix:///export': missing 'socket' query parameter",
+  ],
+  [
+    'nbd:// without a host',
+    { arch: 'x86_64', disks: ['nbd:///export'] },
+    'disks[0]',
+    "invalid NBD URI 'nbd:///export': missing host",
+  ],
+  [
+    'NBD port out of range',
+    { arch: 'x86_64', disks: ['nbd://h:70000/e'] },
+    'disks[0]',
+    "invalid NBD URI 'nbd://h:70000/e': invalid port '70000'",
+  ],
+  [
+    'NBD over TLS',
+    { arch: 'x86_64', disks: [{ uri: 'nbds://h/e?tls-certificates=/pki' }] },
+    'disks[0].uri',
+    'NBD over TLS (nbds://) is not supported by the launcher yet',
+  ],
+  [
+    'NBD over TLS on a unix socket',
+    { arch: 'x86_64', disks: ['nbds+unix:///e?socket=/s'] },
+    'disks[0]',
+    'NBD over TLS (nbds+unix://) is not supported by the launcher yet',
+  ],
+  [
+    'libnbd TLS parameter on a plain NBD URI',
+    { arch: 'x86_64', disks: ['nbd://h/e?tls-hostname=h'] },
+    'disks[0]',
+    `"nbd://h/e?tls-hostname=h": QEMU takes no query parameter 'tls-hostname' in an NBD URI`,
+  ],
+  [
+    'experimental parameter on a unix NBD URI',
+    { arch: 'x86_64', disks: ['nbd+unix:///e?socket=/s&x-foo=1'] },
+    'disks[0]',
+    "QEMU takes no query parameter 'x-foo' in an NBD URI",
+  ],
+  [
+    'user name in an NBD URI',
+    { arch: 'x86_64', disks: ['nbd://alice@h/e'] },
+    'disks[0]',
+    'QEMU takes no user name in an NBD URI',
   ],
   [
     'O_DIRECT on NBD',

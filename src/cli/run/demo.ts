@@ -1,5 +1,6 @@
-// `vmforge demo`: the pipeline end to end — build a UEFI-bootable image with vmforge, boot it,
-// show the marker the guest printed. Missing tools are named with the packages to install.
+// `vmforge demo`: the pipeline end to end — build a UEFI-bootable image with vmforge, export it
+// with vmforge's NBD server, boot QEMU from the export, show the marker the guest printed.
+// Missing tools are named with the packages to install.
 
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -11,7 +12,9 @@ import type { Command } from '../program.js';
 export function registerDemo(program: Command, io: CliIO): void {
   program
     .command('demo')
-    .description('build a UEFI-bootable disk with vmforge, boot it under QEMU, show the marker')
+    .description(
+      'build a UEFI-bootable disk, export it over NBD, boot QEMU from it, show the marker',
+    )
     .option('--arch <arch>', 'aarch64 or x86_64 (default: the host architecture)')
     .option('--timeout <seconds>', 'give up after SECONDS', '180')
     .option('--keep <dir>', 'build in DIR and keep the image and serial log there')
