@@ -6,5 +6,12 @@ if (Number(process.versions.node.split('.')[0]) < 22) {
   );
   process.exitCode = 1;
 } else {
-  import('../dist/cli/main.js').then((m) => m.runBin('img'));
+  // V8's compile cache (Node >= 22.1; on disk in the OS temp dir, checked against the sources)
+  // saves parsing and compiling the CLI's modules at every start; NODE_DISABLE_COMPILE_CACHE=1
+  // turns it off.
+  import('node:module')
+    .then((m) => m.enableCompileCache?.())
+    .catch(() => undefined)
+    .then(() => import('../dist/cli/main.js'))
+    .then((m) => m.runBin('img'));
 }

@@ -129,6 +129,28 @@ static napi_value read_nowait(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * pageOffset(uint8array) -> the address of its first byte modulo 4096 (-1 if not a Uint8Array),
+ * so that I/O buffers can be placed where the kernel's page-cache copies run fastest.
+ */
+static napi_value page_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_value out;
+  double result = -1;
+  napi_typedarray_type type;
+  size_t length, byte_offset;
+  void *data;
+  napi_value ab;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1 &&
+      napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &byte_offset) ==
+          napi_ok &&
+      type == napi_uint8_array)
+    result = (double)((uintptr_t)data & 4095);
+  napi_create_double(env, result, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
@@ -136,6 +158,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"allocate", NULL, allocate, NULL, NULL, NULL, napi_default, NULL},
       {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
+      {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

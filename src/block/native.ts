@@ -13,6 +13,8 @@ export interface NativeFileOps {
    * (read asynchronously instead), -2 if RWF_NOWAIT is unsupported. Absent in older builds.
    */
   readNoWait?(fd: number, buf: Uint8Array, offset: number): number;
+  /** Address of the first byte of `buf` modulo 4096 (-1 if not a Uint8Array). Absent in older builds. */
+  pageOffset?(buf: Uint8Array): number;
 }
 
 let loaded: NativeFileOps | null | undefined;

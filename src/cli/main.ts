@@ -4,7 +4,7 @@
 import { Command } from 'commander';
 import { processIO, type CliIO } from './io.js';
 import { qemuStyle, runProgram, type ToolContext } from './program.js';
-import { registerImgCommands, imgVersionText } from './img/index.js';
+import { imgCommandNames, registerImgCommands, imgVersionText } from './img/index.js';
 import { subprograms, type LazySubprogram } from './subprograms.js';
 
 /** Subprograms of the umbrella `vmforge` command, loaded on first use. */
@@ -37,15 +37,15 @@ export async function runImg(rawArgv: string[], io: CliIO = processIO()): Promis
   }
   const program = qemuStyle(new Command('vmforge-img'), ctx);
   program.description('QEMU disk image utility, in TypeScript (qemu-img 7.2 compatible)');
-  registerImgCommands(program, ctx);
-  const known = new Set(program.commands.map((c) => c.name()));
   const first = argv[0]!;
-  if (!first.startsWith('-') && !known.has(first)) {
+  if (!first.startsWith('-') && !imgCommandNames.includes(first)) {
     io.stderr.write(
       `vmforge-img: Command not found: ${first}\nTry 'vmforge-img --help' for more information\n`,
     );
     return 1;
   }
+  // A command run loads only that command; options first (--help, ...) need them all.
+  await registerImgCommands(program, ctx, first.startsWith('-') ? undefined : first);
   return runProgram(program, argv, ctx);
 }
 

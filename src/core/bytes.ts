@@ -231,16 +231,37 @@ export function writeU32BE(buf: Uint8Array, off: number, v: number): void {
   buf[off + 3] = v & 0xff;
 }
 
-/** True if every byte of `buf` is zero. Word-at-a-time when 4-byte aligned (the common case). */
+/** 64 KiB of zeros that isZeroRange compares against; never written. */
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+/** A Buffer over the same memory as `buf` (no copy), for Buffer's memcmp-based compare(). */
+export function bufferView(buf: Uint8Array): Buffer {
+  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/**
+ * True if bytes [start, end) of `view` are all zero. memcmp against a zero block (vectorised in
+ * libc) runs several times faster than a word loop in JS: zero detection was a visible part of
+ * a convert's CPU time.
+ */
+export function isZeroRange(view: Buffer, start: number, end: number): boolean {
+  for (let pos = start; pos < end;) {
+    const n = Math.min(ZERO_BLOCK.length, end - pos);
+    if (view.compare(ZERO_BLOCK, 0, n, pos, pos + n) !== 0) return false;
+    pos += n;
+  }
+  return true;
+}
+
+/** True if every byte of `buf` is zero. */
 export function isZero(buf: Uint8Array): boolean {
   const len = buf.length;
-  let i = 0;
-  if (buf.byteOffset % 4 === 0 && len >= 16) {
-    const words = new Int32Array(buf.buffer, buf.byteOffset, len >>> 2);
-    const n = words.length;
-    for (let w = 0; w < n; w++) if (words[w] !== 0) return false;
-    i = n << 2;
+  if (len === 0) return true;
+  // Data is usually rejected by its first or last byte, without building a view.
+  if (buf[0] !== 0 || buf[len - 1] !== 0) return false;
+  if (len <= 64) {
+    for (let i = 1; i < len - 1; i++) if (buf[i] !== 0) return false;
+    return true;
   }
-  for (; i < len; i++) if (buf[i] !== 0) return false;
-  return true;
+  return isZeroRange(bufferView(buf), 0, len);
 }

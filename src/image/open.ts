@@ -14,7 +14,6 @@ import {
   withContext,
 } from '../core/index.js';
 import { openQcow2, type BackingSpec, type Qcow2OpenOptions } from '../qcow2/open.js';
-import { dirtyImageRepair } from '../qcow2/check/index.js';
 import type { Qcow2Device } from '../qcow2/qcow2-device.js';
 import { RawDevice } from '../raw/raw-device.js';
 import { LuksInfoDevice } from '../luks/luks-device.js';
@@ -37,6 +36,10 @@ export interface OpenImageOptions {
   onWarning?: (message: string) => void;
   /** Host cache behaviour of the image file (see FileStorage): 'unsafe' skips syncs. */
   cache?: 'writeback' | 'unsafe' | 'writethrough';
+  /** Writes up to this size are synchronous (FileStorageOptions.syncWriteMax; batch tools). */
+  syncWriteMax?: number;
+  /** Reads up to this size try the page cache synchronously (FileStorageOptions.syncReadMax). */
+  syncReadMax?: number;
   /**
    * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
    * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
@@ -118,7 +121,7 @@ async function openInChain(
     if (given) return given;
   }
   const readOnly = options.readOnly ?? true;
-  const storage = await openFile(filename, readOnly, options.cache);
+  const storage = await openFile(filename, readOnly, options);
   try {
     // Loop detection on the real path (symlinks and ./ spellings included).
     const real = await realpath(filename).catch(() => filename);
@@ -152,8 +155,14 @@ async function openInChain(
         ...(options.noIO !== undefined ? { noIO: options.noIO } : {}),
         ...(options.checkMode !== undefined ? { checkMode: options.checkMode } : {}),
         // A dirty lazy-refcounts image opened read-write gets QEMU's automatic `check -r all`.
-        repairDirty: options.repairDirty ?? dirtyImageRepair((m) => options.onWarning?.(m.text)),
-        openDataFile: (path, ro) => openFile(path, ro, options.cache),
+        // (qcow2 check is loaded only when an image needs it: it is a dozen modules of start-up.)
+        repairDirty:
+          options.repairDirty ??
+          (async (dev) => {
+            const { dirtyImageRepair } = await import('../qcow2/check/index.js');
+            await dirtyImageRepair((m) => options.onWarning?.(m.text))(dev);
+          }),
+        openDataFile: (path, ro) => openFile(path, ro, options),
         ...(options.backing === 'none'
           ? {}
           : {
@@ -187,7 +196,11 @@ async function openInChain(
 async function openFile(
   path: string,
   readOnly: boolean,
-  cache?: OpenImageOptions['cache'],
+  {
+    cache,
+    syncWriteMax,
+    syncReadMax,
+  }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax' | 'syncReadMax'>,
 ): Promise<Storage> {
   let st;
   try {
@@ -198,7 +211,12 @@ async function openFile(
   if (st?.isDirectory()) {
     throw new InvalidArgumentError(`'file' driver requires '${path}' to be a regular file`);
   }
-  return FileStorage.open(path, { readOnly, ...(cache ? { cache } : {}) });
+  return FileStorage.open(path, {
+    readOnly,
+    ...(cache ? { cache } : {}),
+    ...(syncWriteMax !== undefined ? { syncWriteMax } : {}),
+    ...(syncReadMax !== undefined ? { syncReadMax } : {}),
+  });
 }
 
 async function probe(storage: Storage, filename: string): Promise<string> {

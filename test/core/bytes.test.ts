@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { ByteReader, ByteWriter, isZero, readU32BE, bigToSafe } from '../../src/core/bytes.js';
+import {
+  ByteReader,
+  ByteWriter,
+  bufferView,
+  isZero,
+  isZeroRange,
+  readU32BE,
+  bigToSafe,
+} from '../../src/core/bytes.js';
 import { CorruptImageError } from '../../src/core/errors.js';
 
 describe('ByteReader / ByteWriter', () => {
@@ -51,5 +59,28 @@ describe('isZero', () => {
       view[0] = 0;
     }
     expect(isZero(new Uint8Array(0))).toBe(true);
+  });
+
+  it('finds a single non-zero byte anywhere, also past the 64 KiB compare block', () => {
+    const buf = new Uint8Array(3 * 65536 + 100);
+    for (const at of [1, 63, 64, 65, 65535, 65536, 65537, 2 * 65536 + 7, buf.length - 2]) {
+      buf[at] = 0x80;
+      expect(isZero(buf), `byte ${at}`).toBe(false);
+      expect(isZero(buf.subarray(1, 40)), `short view, byte ${at}`).toBe(at >= 40);
+      buf[at] = 0;
+    }
+    expect(isZero(buf)).toBe(true);
+  });
+
+  it('isZeroRange looks only at its range', () => {
+    const buf = new Uint8Array(200_000);
+    buf[100] = 1;
+    buf[150_000] = 1;
+    const v = bufferView(buf);
+    expect(isZeroRange(v, 0, 100)).toBe(true);
+    expect(isZeroRange(v, 0, 101)).toBe(false);
+    expect(isZeroRange(v, 101, 150_000)).toBe(true);
+    expect(isZeroRange(v, 101, 150_001)).toBe(false);
+    expect(isZeroRange(v, 150_001, 200_000)).toBe(true);
   });
 });

@@ -2,43 +2,40 @@
 import type { Command } from 'commander';
 import type { ToolContext } from '../program.js';
 
-import { registerAmend } from './amend.js';
-import { registerBitmap } from './bitmap.js';
-import { registerCheck } from './check.js';
-import { registerCommit } from './commit.js';
-import { registerCompare } from './compare.js';
-import { registerConvert } from './convert.js';
-import { registerCreate } from './create.js';
-import { registerDd } from './dd.js';
-import { registerInfo } from './info.js';
-import { registerMap } from './map.js';
-import { registerMeasure } from './measure.js';
-import { registerRebase } from './rebase.js';
-import { registerResize } from './resize.js';
-import { registerSnapshot } from './snapshot.js';
-
 type Register = (program: Command, ctx: ToolContext) => void;
 
-// In qemu-img's order (qemu-img-cmds.hx).
-const commands: Register[] = [
-  registerAmend,
-  registerBitmap,
-  registerCheck,
-  registerCommit,
-  registerCompare,
-  registerConvert,
-  registerCreate,
-  registerDd,
-  registerInfo,
-  registerMap,
-  registerMeasure,
-  registerSnapshot,
-  registerRebase,
-  registerResize,
+// In qemu-img's order (qemu-img-cmds.hx). Each command's module (and the engine code behind it)
+// is loaded only when needed: a run of one command does not pay for parsing all the others,
+// which was a good part of vmforge-img's start-up time.
+const commands: { name: string; load: () => Promise<Register> }[] = [
+  { name: 'amend', load: async () => (await import('./amend.js')).registerAmend },
+  { name: 'bitmap', load: async () => (await import('./bitmap.js')).registerBitmap },
+  { name: 'check', load: async () => (await import('./check.js')).registerCheck },
+  { name: 'commit', load: async () => (await import('./commit.js')).registerCommit },
+  { name: 'compare', load: async () => (await import('./compare.js')).registerCompare },
+  { name: 'convert', load: async () => (await import('./convert.js')).registerConvert },
+  { name: 'create', load: async () => (await import('./create.js')).registerCreate },
+  { name: 'dd', load: async () => (await import('./dd.js')).registerDd },
+  { name: 'info', load: async () => (await import('./info.js')).registerInfo },
+  { name: 'map', load: async () => (await import('./map.js')).registerMap },
+  { name: 'measure', load: async () => (await import('./measure.js')).registerMeasure },
+  { name: 'snapshot', load: async () => (await import('./snapshot.js')).registerSnapshot },
+  { name: 'rebase', load: async () => (await import('./rebase.js')).registerRebase },
+  { name: 'resize', load: async () => (await import('./resize.js')).registerResize },
 ];
 
-export function registerImgCommands(program: Command, ctx: ToolContext): void {
-  for (const register of commands) register(program, ctx);
+/** The names of the img subcommands, in qemu-img's order. */
+export const imgCommandNames: readonly string[] = commands.map((c) => c.name);
+
+/** Register every img subcommand, or only `only` (a name from imgCommandNames). */
+export async function registerImgCommands(
+  program: Command,
+  ctx: ToolContext,
+  only?: string,
+): Promise<void> {
+  const wanted = only === undefined ? commands : commands.filter((c) => c.name === only);
+  const registers = await Promise.all(wanted.map((c) => c.load()));
+  for (const register of registers) register(program, ctx);
 }
 
 /** What `vmforge-img --version` prints (qemu-img prints its version and copyright). */

@@ -4,7 +4,8 @@
 //     (util/qemu-progress.c progress_simple_print), ending with a newline;
 //   - --progress=json (or VMFORGE_PROGRESS=json), a vmforge extension for pipelines: one JSON
 //     object per line, {"progress": 12.34}, whenever the whole percent changes.
-import ora, { type Ora } from 'ora';
+import { createRequire } from 'node:module';
+import type { Ora, default as OraFactory } from 'ora';
 import { printfFixed } from '../../core/index.js';
 import { CliExit, type CliIO } from '../io.js';
 
@@ -57,6 +58,9 @@ export function progressReporter(
     };
   }
   if (mode === 'bar') {
+    // ora (and its dependencies) only for a live bar, loaded on demand: it is a noticeable part
+    // of start-up otherwise. require() of an ES module is synchronous in Node >= 22.12.
+    const ora = (createRequire(import.meta.url)('ora') as { default: typeof OraFactory }).default;
     const spinner: Ora = ora({
       stream: io.stdout as unknown as NodeJS.WritableStream,
       isEnabled: true,
