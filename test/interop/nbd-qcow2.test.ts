@@ -124,3 +124,66 @@ describeWithTools(['qemu-img', 'qemu-io', 'nbdcopy'], 'qcow2 exports written ove
     );
   });
 });
+
+describeWithTools(
+  ['qemu-img', 'qemu-io', 'qemu-nbd'],
+  'vmforge-nbd -l (internal snapshots)',
+  () => {
+    it('exports the snapshot read-only, as qemu-nbd -l does; a missing one fails to load', async () => {
+      const dir = await tempDir('vmforge-nbd-snap-');
+      const image = join(dir, 'disk.qcow2');
+      await ok('qemu-img', ['create', '-f', 'qcow2', image, '4M']);
+      await ok('qemu-io', ['-c', 'write -P 0x11 0 1M', image]);
+      await ok('qemu-img', ['snapshot', '-c', 'before', image]);
+      await ok('qemu-io', ['-c', 'write -P 0x22 0 2M', image]);
+      const uris: Record<string, string> = {};
+      for (const [kind, param] of [
+        ['vmforge', 'before'],
+        ['qemu', 'snapshot.name=before'],
+      ] as const) {
+        const socket = join(dir, `${kind}.sock`);
+        servers.push(await startOnSocket(kind, socket, ['-t', '-f', 'qcow2', '-l', param, image]));
+        uris[kind] = unixUri(socket);
+      }
+      // The snapshot's bytes (0x11 over 1M, then zeros), not the active layer's 0x22.
+      await ok('qemu-io', [
+        '-r',
+        '-f',
+        'raw',
+        '-c',
+        'read -P 0x11 0 1M',
+        '-c',
+        'read -P 0 1M 1M',
+        uris['vmforge']!,
+      ]);
+      const cmp = await run('qemu-img', [
+        'compare',
+        '-f',
+        'raw',
+        '-F',
+        'raw',
+        uris['vmforge']!,
+        uris['qemu']!,
+      ]);
+      expect(cmp.stdout, cmp.stderr).toContain('Images are identical.');
+      // Read-only, as with -r.
+      const w = await run('qemu-io', ['-f', 'raw', '-c', 'write 0 512', uris['vmforge']!]);
+      expect(w.code).not.toBe(0);
+      expect(w.stdout + w.stderr).toMatch(/Permission denied|read-only/i);
+      // A snapshot that does not exist: exit 1 with qemu-nbd's wording.
+      const bad = await run(process.execPath, [
+        binPath('vmforge-nbd'),
+        '-l',
+        'nope',
+        '-k',
+        join(dir, 'x.sock'),
+        image,
+      ]);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/^vmforge-nbd: Failed to load snapshot: /);
+      const ref = await run('qemu-nbd', ['-l', 'nope', '-k', join(dir, 'y.sock'), image]);
+      expect(ref.code).toBe(1);
+      expect(bad.stderr.replace('vmforge-nbd', 'qemu-nbd')).toBe(ref.stderr);
+    });
+  },
+);

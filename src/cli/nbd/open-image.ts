@@ -8,11 +8,13 @@ import { InvalidArgumentError, withContext } from '../../core/index.js';
 import { openImageNoContext, type SupportedFormat } from '../../image/open.js';
 import { ExportDevice, type ExportDeviceOptions } from '../../nbd/export-device.js';
 import { OverlayDevice } from '../../nbd/overlay-device.js';
+import { loadSnapshotTmp, type SnapshotSelector } from '../../img/snapshot-param.js';
 
 export interface OpenExportOptions extends ExportDeviceOptions {
   format?: string | undefined;
   readOnly: boolean;
   snapshot: boolean;
+  loadSnapshot?: SnapshotSelector | undefined;
 }
 
 export interface OpenedImage {
@@ -39,6 +41,15 @@ export async function openExportImage(path: string, o: OpenExportOptions): Promi
       // flushes dropped for unsafe), the same way over raw, qcow2 and chains.
       onWarning: (w) => warnings.push(w),
     });
+    if (o.loadSnapshot) {
+      // bdrv_snapshot_load_tmp(): the export shows the snapshot (the image is read-only).
+      try {
+        await loadSnapshotTmp(device, o.loadSnapshot);
+      } catch (err) {
+        await device.close();
+        throw new SnapshotLoadError(err);
+      }
+    }
     // QEMU restricts writes to block 0 of an image whose raw format was only guessed.
     const probedRaw = o.format === undefined && device.format === 'raw' && !readOnly;
     if (o.snapshot) {
@@ -61,6 +72,14 @@ export async function openExportImage(path: string, o: OpenExportOptions): Promi
       throw err;
     }
   } catch (err) {
+    if (err instanceof SnapshotLoadError) throw withContext(err.cause, 'Failed to load snapshot');
     throw withContext(err, `Failed to blk_new_open '${path}'`);
+  }
+}
+
+/** qemu-nbd reports a failed -l as "Failed to load snapshot: ...", not as an open failure. */
+class SnapshotLoadError extends Error {
+  constructor(cause: unknown) {
+    super('snapshot load failed', { cause });
   }
 }

@@ -6,6 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { InvalidArgumentError } from '../../core/index.js';
 import type { CacheMode, DetectZeroesMode, DiscardMode } from '../../nbd/export-device.js';
 import { NBD_DEFAULT_PORT, NBD_MAX_STRING_SIZE } from '../../nbd/protocol.js';
+import { parseSnapshotParam, type SnapshotSelector } from '../../img/snapshot-param.js';
 import { parseBool, parseKeyval } from './objects.js';
 
 export interface ExportSpec {
@@ -17,6 +18,8 @@ export interface ExportSpec {
   snapshot: boolean;
   allocationDepth: boolean;
   offset: number;
+  /** -l: an internal snapshot loaded temporarily (implies read-only, as in qemu-nbd). */
+  loadSnapshot?: SnapshotSelector | undefined;
 }
 
 export interface NbdCliConfig {
@@ -125,6 +128,11 @@ Block device options:
   -f, --format=FORMAT       set image format (raw, qcow2)
   -r, --read-only           export read-only
   -s, --snapshot            writes go to a temporary overlay that is thrown away
+  -l, --load-snapshot=SNAPSHOT_PARAM
+                            load an internal snapshot inside FILE and export it
+                            as an read-only device, SNAPSHOT_PARAM format is
+                            'snapshot.id=[ID],snapshot.name=[NAME]', or
+                            '[ID_OR_NAME]'
   -n, --nocache             disable host cache (same as --cache=none)
       --cache=MODE          set cache mode used to access the disk image, the
                             valid options are: 'none', 'writeback' (default),
@@ -280,7 +288,6 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
     throw unsupported('-c/-d', 'use the kernel nbd-client with vmforge-nbd --socket');
   }
   if (o.bitmap) throw unsupported('-B/--bitmap', 'qcow2 persistent bitmaps are not exported');
-  if (o.loadSnapshot !== undefined) throw unsupported('-l/--load-snapshot', 'internal snapshots');
   if (o.imageOpts) throw unsupported('--image-opts', 'give the file name and -f');
   if (o.trace !== undefined) throw unsupported('-T/--trace', 'use -v or NODE_DEBUG=vmforge:nbd');
   if (o.tlsAuthz !== undefined) {
@@ -395,22 +402,25 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
         name: o.exportName ?? '',
         description: o.description,
         format: o.format,
-        readOnly: o.readOnly ?? false,
+        // qemu-nbd: case 'l' falls through to case 'r'.
+        readOnly: (o.readOnly ?? false) || o.loadSnapshot !== undefined,
         snapshot: o.snapshot ?? false,
         allocationDepth: o.allocationDepth ?? false,
         offset,
+        loadSnapshot: o.loadSnapshot === undefined ? undefined : parseSnapshotParam(o.loadSnapshot),
       });
     } else if (
       o.exportName !== undefined ||
       o.description !== undefined ||
       o.format !== undefined ||
       o.readOnly ||
+      o.loadSnapshot !== undefined ||
       o.snapshot ||
       o.allocationDepth ||
       offset
     ) {
       throw new InvalidArgumentError(
-        '-x, -D, -f, -r, -s, -A and -o apply to FILE; give them inside --export instead',
+        '-x, -D, -f, -r, -l, -s, -A and -o apply to FILE; give them inside --export instead',
       );
     }
     for (const spec of o.export ?? []) exports.push(parseExportSpec(spec));

@@ -96,6 +96,7 @@ export async function serve(
         format: spec.format,
         readOnly: spec.readOnly,
         snapshot: spec.snapshot,
+        loadSnapshot: spec.loadSnapshot,
         cache: config.cache,
         discard: config.discard,
         detectZeroes: config.detectZeroes,
