@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Node >= 22.19 is required (zstd in node:zlib, current undici/commander); npx and npm scripts use the pinned Node 24.
-if (Number(process.versions.node.split('.')[0]) < 22) {
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 22 || (major === 22 && minor < 19)) {
   process.stderr.write(
     `vmforge-img: needs Node.js >= 22.19, found v${process.versions.node} (run it with npx, which uses the project's Node 24)\n`,
   );
