@@ -1,5 +1,6 @@
 // src/core: domain-free building blocks. Imports nothing else from src/.
 export * from './errors.js';
+export * from './rate-limit.js';
 export * from './bytes.js';
 export * from './units.js';
 export * from './printf.js';

@@ -5,7 +5,7 @@
 
 import { realpath } from 'node:fs/promises';
 import type { BlockDevice } from '../block/device.js';
-import { InvalidArgumentError, throwIfAborted } from '../core/index.js';
+import { InvalidArgumentError, LeakyBucket, throwIfAborted } from '../core/index.js';
 import { isQcow2, openImage, type SupportedFormat } from '../image/open.js';
 import { RawDevice } from '../raw/raw-device.js';
 import { chainOf, findBackingImage } from './chain.js';
@@ -17,6 +17,8 @@ export interface CommitOptions {
   /** -d: leave the overlay as it is instead of emptying it (implied by base). */
   drop?: boolean;
   cache?: 'writeback' | 'unsafe' | 'writethrough';
+  /** -r: the commit job's speed in bytes per second (0 or absent: unlimited). */
+  rateLimit?: number | undefined;
   onProgress?: (percent: number) => void;
   signal?: AbortSignal;
 }
@@ -92,6 +94,8 @@ async function copyAbove(
   o: CommitOptions,
 ): Promise<void> {
   const buf = new Uint8Array(CHUNK);
+  // The job's speed limit (block_job_ratelimit_processed_bytes): bytes it copies into the base.
+  const throttle = o.rateLimit ? new LeakyBucket(o.rateLimit) : undefined;
   let offset = 0;
   while (offset < top.size) {
     throwIfAborted(o.signal);
@@ -100,10 +104,12 @@ async function copyAbove(
     const above = e.allocated && e.depth < baseIndex;
     if (above) {
       if (e.zero) {
+        await throttle?.take(e.length, o.signal);
         await base.writeZeroes(e.offset, e.length, { mayUnmap: true });
       } else {
         for (let pos = e.offset; pos < e.offset + e.length; pos += CHUNK) {
           const n = Math.min(CHUNK, e.offset + e.length - pos);
+          await throttle?.take(n, o.signal);
           await top.read(buf.subarray(0, n), pos);
           await base.write(buf.subarray(0, n), pos);
         }

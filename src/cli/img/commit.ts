@@ -1,7 +1,6 @@
 // qemu-img commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
 import type { Command } from 'commander';
 import { commitImage } from '../../img/commit.js';
-import { CliExit } from '../io.js';
 import {
   cvtnum,
   formatOption,
@@ -24,15 +23,13 @@ export function registerCommit(program: Command, ctx: ToolContext): void {
     .option('-p', 'show progress')
     .option('--progress <fmt>', 'progress as human text/bar or json lines (vmforge extension)')
     .option('-q', 'quiet')
-    .option('-r <rate_limit>', 'rate limit (not supported)')
+    .option('-r <rate_limit>', 'rate limit in bytes per second')
     .option('--object <objectdef>', 'not supported')
     .option('--image-opts', 'not supported')
     .action(async (args: string[], opts: Record<string, string | boolean | undefined>) => {
       rejectUnsupported(opts);
-      if (opts['r'] !== undefined) {
-        cvtnum('rate limit', opts['r'] as string);
-        throw new CliExit(1, '-r (rate limit) is not supported by vmforge yet');
-      }
+      const rateLimit =
+        opts['r'] !== undefined ? cvtnum('rate limit', opts['r'] as string) : undefined;
       const filename = oneFilename(args);
       const quiet = Boolean(opts['q']);
       const mode = progressMode(
@@ -48,6 +45,7 @@ export function registerCommit(program: Command, ctx: ToolContext): void {
           format: formatOption(opts['f'] as string | undefined),
           base: opts['b'] as string | undefined,
           drop: Boolean(opts['d']),
+          rateLimit,
           ...(cache ? { cache } : {}),
           ...(progress ? { onProgress: progress.update } : {}),
         });

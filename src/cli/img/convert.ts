@@ -69,10 +69,8 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
       rejectUnsupported(opts);
       if (opts['targetImageOpts'])
         throw new CliExit(1, '--target-image-opts is not supported by vmforge');
-      if (opts['r'] !== undefined) {
-        cvtnum('rate limit', opts['r'] as string);
-        throw new CliExit(1, '-r (rate limit) is not supported by vmforge yet');
-      }
+      const rateLimit =
+        opts['r'] !== undefined ? cvtnum('rate limit', opts['r'] as string) : undefined;
       const outFmt = (opts['O'] as string | undefined) ?? 'raw';
       const options = opts['o'] as string | undefined;
       if (options !== undefined && hasHelpOption(options)) {
@@ -133,6 +131,7 @@ export function registerConvert(program: Command, ctx: ToolContext): void {
           copyRange: Boolean(opts['C']),
           cache: cacheMode(opts['t'] as string | undefined, ''),
           sourceCache: cacheMode(opts['T'] as string | undefined, 'source '),
+          rateLimit,
           onWarning: (m) => {
             if (!quiet) ctx.io.stderr.write(`vmforge-img: warning: ${m}\n`);
           },

@@ -5,7 +5,13 @@
 
 import type { BlockDevice } from '../../block/device.js';
 import { allocIoBuffer } from '../../block/io-buffer.js';
-import { bufferView, isZero, isZeroRange, throwIfAborted } from '../../core/index.js';
+import {
+  bufferView,
+  isZero,
+  isZeroRange,
+  throwIfAborted,
+  type LeakyBucket,
+} from '../../core/index.js';
 import type { Qcow2Device } from '../../qcow2/qcow2-device.js';
 import { compressClusterAsync } from '../../qcow2/compression.js';
 
@@ -42,6 +48,8 @@ export interface CopyPlan {
   /** Copy unreadable sectors as zeros with a warning (--salvage). */
   salvage: boolean;
   onWarning?: ((message: string) => void) | undefined;
+  /** -r: the target's write throttle (bytes of write and zero-write requests per second). */
+  throttle?: LeakyBucket | undefined;
   /** Called with (done, total) sectors of data written. */
   onProgress?: ((done: number, total: number) => void) | undefined;
   signal?: AbortSignal | undefined;
@@ -313,6 +321,8 @@ async function writeChunk(
     const offset = sector * SECTOR;
     // The target may end inside the last sector when sizes are not sector multiples.
     const len = Math.min(n * SECTOR, t.size - offset);
+    const throttled = write || (status !== 'backing' && !plan.hasZeroInit);
+    if (throttled) await plan.throttle?.take(len, plan.signal);
     if (write) {
       if (plan.compressed) {
         await (t as Qcow2Device).writeCompressed(bytes.subarray(0, len), offset, compressed);

@@ -3,7 +3,12 @@
 
 import { rm } from 'node:fs/promises';
 import type { BlockDevice } from '../../block/device.js';
-import { InvalidArgumentError, NotSupportedError, withContext } from '../../core/index.js';
+import {
+  InvalidArgumentError,
+  LeakyBucket,
+  NotSupportedError,
+  withContext,
+} from '../../core/index.js';
 import { createImage } from '../../image/create.js';
 import { isQcow2, openImage, type SupportedFormat } from '../../image/open.js';
 import { createOptionLists, toCreateOptions } from '../create.js';
@@ -67,6 +72,8 @@ export interface ConvertOptions {
   /** -t (target cache; default unsafe), -T (source cache). */
   cache?: CacheMode | undefined;
   sourceCache?: CacheMode | undefined;
+  /** -r: throttle writes to the target to this many bytes per second (0 or absent: none). */
+  rateLimit?: number | undefined;
   onWarning?: (message: string) => void;
   /** Progress in percent (0..100), as qemu-img -p reports it. */
   onProgress?: (percent: number) => void;
@@ -245,6 +252,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       workers: o.coroutines ?? 8,
       inOrder: !o.outOfOrder,
       salvage: o.salvage ?? false,
+      throttle: o.rateLimit ? new LeakyBucket(o.rateLimit) : undefined,
       onWarning: o.onWarning,
       signal: o.signal,
     };
