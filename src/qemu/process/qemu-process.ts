@@ -50,6 +50,7 @@ export class QemuProcess {
   #stderr = '';
   #stderrFile: string | undefined;
   #unregister: () => void = () => undefined;
+  #detachedForGood = false;
 
   private constructor(binary: string, args: string[], child: ChildProcess) {
     this.binary = binary;
@@ -171,6 +172,7 @@ export class QemuProcess {
       termTimeoutMs = 5000,
     } = options;
     if (this.#exit) return { exit: this.#exit, step: 'exited' };
+    this.#holdLoop();
     if (qmp && !qmp.closed && powerdownTimeoutMs > 0) {
       await qmp.execute('system_powerdown', undefined, { timeoutMs: 5000 }).catch(() => undefined);
       if (await this.#waitFor(powerdownTimeoutMs)) return { exit: this.#exit!, step: 'powerdown' };
@@ -187,12 +189,23 @@ export class QemuProcess {
 
   /** Kill at once (SIGKILL) and wait for the exit. Idempotent. */
   async destroy(): Promise<QemuExit> {
+    this.#holdLoop();
     if (!this.#exit) this.#child.kill('SIGKILL');
     return this.#exited;
   }
 
+  /**
+   * A child started detached (unref'd, for --keep-running) that is being stopped after all
+   * must keep the event loop alive until its exit is seen, or Node may drain the loop and end
+   * while stop() is still waiting for it.
+   */
+  #holdLoop(): void {
+    if (!this.#detachedForGood) this.#child.ref();
+  }
+
   /** Forget the child: it keeps running after this process exits (for --keep-running). */
   detach(): void {
+    this.#detachedForGood = true;
     this.#unregister();
     this.#child.unref();
     this.#child.stderr?.destroy();
