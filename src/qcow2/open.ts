@@ -24,7 +24,7 @@ import {
 import { decodeBitmapDirectory } from './bitmap-directory.js';
 import { decodeHeader, hasFeature, type Qcow2Header } from './header.js';
 import { makeLayout, sizeToL1, type Layout } from './layout.js';
-import { PersistentBitmaps } from './bitmaps/persistent-bitmaps.js';
+import { PersistentBitmaps, persistentBitmaps } from './bitmaps/persistent-bitmaps.js';
 import { Qcow2Device } from './qcow2-device.js';
 import { getRefcount, Refcounts } from './refcount.js';
 import { readSnapshotTable, type Qcow2Snapshot } from './snapshot-table.js';
@@ -278,8 +278,11 @@ export async function openQcow2(storage: Storage, options: Qcow2OpenOptions): Pr
 
   if (header.bitmaps && !header.staleBitmapsExtension) {
     // QEMU loads every bitmap at open and fails the open on a broken one (even for info).
+    // A read-only image keeps what was loaded (persistentBitmaps() finds it, nothing is read
+    // twice); a writable one only verifies, its bitmaps are marked in use on the first write.
     try {
-      await new PersistentBitmaps(device).verifyLoadable();
+      if (options.readOnly) await persistentBitmaps(device).loadAll();
+      else await new PersistentBitmaps(device).verifyLoadable();
     } catch (err) {
       await device.close().catch(() => undefined);
       throw err;

@@ -82,6 +82,20 @@ function clearError(stderr: string): boolean {
   return lines.length > 0 && lines[0]!.startsWith('vmforge-img: ');
 }
 
+/** What every vmforge run must be, whatever qemu-img does: bounded, and clear when it fails. */
+function boundedAndClear(label: string, run: ToolRun): string[] {
+  const problems: string[] = [];
+  if (run.timedOut) problems.push(`${label}: did not finish in ${TIMEOUT_MS / 1000} s`);
+  if (run.rssMb > MAX_RSS_MB) problems.push(`${label}: peak RSS ${run.rssMb.toFixed(0)} MB`);
+  if (/\n\s+at |internal error/.test(run.stderr)) {
+    problems.push(`${label}: stack trace or internal error:\n${run.stderr}`);
+  }
+  if (run.code !== 0 && !clearError(run.stderr)) {
+    problems.push(`${label}: unclear error: ${run.stderr}`);
+  }
+  return problems;
+}
+
 const COMMANDS: { name: string; args: (img: string) => string[] }[] = [
   { name: 'info', args: (img) => ['info', img] },
   { name: 'info json', args: (img) => ['info', '--output=json', img] },
@@ -111,14 +125,7 @@ describeWithTools(['qemu-img'], 'damaged images: clear errors, bounded, never mo
     for (const cmd of COMMANDS) {
       const label = `${name} ${cmd.name}`;
       const ours = runTool([process.execPath, binPath('vmforge-img'), ...cmd.args(img.path)], cwd);
-      if (ours.timedOut) failures.push(`${label}: did not finish in ${TIMEOUT_MS / 1000} s`);
-      if (ours.rssMb > MAX_RSS_MB) failures.push(`${label}: peak RSS ${ours.rssMb.toFixed(0)} MB`);
-      if (/\n\s+at |internal error/.test(ours.stderr)) {
-        failures.push(`${label}: stack trace or internal error:\n${ours.stderr}`);
-      }
-      if (ours.code !== 0 && !clearError(ours.stderr)) {
-        failures.push(`${label}: unclear error: ${ours.stderr}`);
-      }
+      failures.push(...boundedAndClear(label, ours));
       if (img.qemuHangs) {
         // qemu-img loops forever on these; vmforge must stop with an error for the data paths.
         if (ours.code === 0 && !cmd.name.startsWith('info')) {
@@ -147,16 +154,7 @@ describeWithTools(['qemu-img'], 'damaged images: clear errors, bounded, never mo
         copyFileSync(img.path, copy);
         const r = runTool([...argv0, 'rebase', '-b', '', copy], cwd);
         codes.push(r.code);
-        if (tool === 'vmforge-img') {
-          if (r.timedOut) failures.push(`${name} rebase: did not finish`);
-          if (r.rssMb > MAX_RSS_MB) failures.push(`${name} rebase: peak RSS ${r.rssMb} MB`);
-          if (/\n\s+at |internal error/.test(r.stderr)) {
-            failures.push(`${name} rebase: stack trace or internal error:\n${r.stderr}`);
-          }
-          if (r.code !== 0 && !clearError(r.stderr)) {
-            failures.push(`${name} rebase: unclear error: ${r.stderr}`);
-          }
-        }
+        if (tool === 'vmforge-img') failures.push(...boundedAndClear(`${name} rebase`, r));
       }
       if ((codes[0] === 0) !== (codes[1] === 0)) {
         failures.push(`${name} rebase: exit ${codes[1]} where qemu-img exits ${codes[0]}`);
