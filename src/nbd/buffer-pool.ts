@@ -2,10 +2,15 @@
 // WRITE payload. Allocating a fresh 256 KiB..32 MiB Buffer per request costs page faults and GC
 // work that dominated throughput; reusing them (after the socket has taken the bytes, or after
 // the device has written them) more than doubles READ throughput. Buffers are kept per exact
-// size, up to a total byte budget.
+// size, up to a total byte budget. They are page-aligned (src/block/io-buffer.ts): the kernel's
+// copies from the page cache into a READ reply and from it into the socket are both faster.
+
+import { allocIoBuffer } from '../block/io-buffer.js';
 
 export class BufferPool {
   readonly #free = new Map<number, Uint8Array[]>();
+  /** Buffers take() made: only these are pooled (views into socket chunks are not ours). */
+  readonly #ours = new WeakSet<Uint8Array>();
   readonly #maxBytes: number;
   #pooled = 0;
 
@@ -21,13 +26,14 @@ export class BufferPool {
       this.#pooled -= size;
       return buf;
     }
-    return Buffer.allocUnsafeSlow(size);
+    const fresh = allocIoBuffer(size);
+    this.#ours.add(fresh);
+    return fresh;
   }
 
   /** Hand a buffer back once nothing refers to its bytes any more. */
   give(buf: Uint8Array): void {
-    // Only whole buffers from take() are pooled (views into socket chunks are not ours).
-    if (buf.byteOffset !== 0 || buf.byteLength !== buf.buffer.byteLength) return;
+    if (!this.#ours.has(buf)) return;
     if (this.#pooled + buf.length > this.#maxBytes) return;
     let list = this.#free.get(buf.length);
     if (!list) {

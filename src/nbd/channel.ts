@@ -240,16 +240,20 @@ export class Channel {
     else this.#socket.write(buf);
   }
 
-  /** Queue several buffers as one burst (corked: one syscall where the platform allows). */
-  writev(bufs: readonly Uint8Array[]): void {
+  /**
+   * Queue several buffers as one burst (corked: one writev where the platform allows); `sent`
+   * runs once the socket no longer needs any of them.
+   */
+  writev(bufs: readonly Uint8Array[], sent?: () => void): void {
     if (this.#closed || this.#socket.destroyed) return;
-    if (bufs.length === 1) {
-      this.#socket.write(bufs[0]!);
-      return;
+    const last = bufs.length - 1;
+    const corked = last > 0;
+    if (corked) this.#socket.cork();
+    for (let i = 0; i <= last; i++) {
+      if (i === last && sent) this.#socket.write(bufs[i]!, (err) => !err && sent());
+      else this.#socket.write(bufs[i]!);
     }
-    this.#socket.cork();
-    for (const b of bufs) this.#socket.write(b);
-    this.#socket.uncork();
+    if (corked) this.#socket.uncork();
   }
 
   get congested(): boolean {

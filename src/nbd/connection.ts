@@ -318,8 +318,8 @@ export class NbdServerConnection implements ReplySink {
     this.#ch.write(buf, sent);
   }
 
-  sendv(bufs: readonly Uint8Array[]): void {
-    this.#ch.writev(bufs);
+  sendv(bufs: readonly Uint8Array[], sent?: () => void): void {
+    this.#ch.writev(bufs, sent);
   }
 
   // --- lifecycle --------------------------------------------------------------------------

@@ -29,20 +29,17 @@ import {
   NBD_MAX_BLOCK_STATUS_EXTENTS,
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_NONE,
-  NBD_SIMPLE_REPLY_SIZE,
   NBD_STATE_HOLE,
   NBD_STATE_ZERO,
   nameOfCmd,
 } from './protocol.js';
 import {
-  DATA_CHUNK_PREFIX,
-  allocDataChunk,
+  encodeDataChunkHeader,
   encodeBlockStatusChunk,
   encodeChunkHeader,
   encodeErrorChunk,
   encodeHoleChunk,
   encodeSimpleReply,
-  writeSimpleReply,
   type NbdRequest,
   type StatusExtent,
 } from './wire.js';
@@ -116,7 +113,8 @@ export function validateRequest(req: NbdRequest, st: TransmissionState): Verdict
 export interface ReplySink {
   /** Queue `buf`; `sent` runs once the socket no longer needs its bytes. */
   send(buf: Uint8Array, sent?: () => void): void;
-  sendv(bufs: readonly Uint8Array[]): void;
+  /** Queue `bufs` as one burst; `sent` runs once the socket no longer needs their bytes. */
+  sendv(bufs: readonly Uint8Array[], sent?: () => void): void;
 }
 
 export interface RequestContext {
@@ -208,10 +206,6 @@ export async function handleRequest(
   }
 }
 
-function take(ctx: RequestContext): (size: number) => Uint8Array {
-  return (size) => ctx.pool.take(size);
-}
-
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -245,11 +239,11 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       sink.send(encodeChunkHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, cookie, 0));
       return;
     }
-    const chunk = allocDataChunk(NBD_REPLY_FLAG_DONE, cookie, offset, length, take(ctx));
+    const data = ctx.pool.take(length);
     try {
-      await device.read(chunk.subarray(DATA_CHUNK_PREFIX), offset);
+      await device.read(data, offset);
     } catch (err) {
-      ctx.pool.give(chunk);
+      ctx.pool.give(data);
       return sendGenericReply(
         ctx,
         cookie,
@@ -257,21 +251,21 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
         `reading from file failed: ${message(err)}`,
       );
     }
-    sink.send(chunk, () => ctx.pool.give(chunk));
+    const header = encodeDataChunkHeader(NBD_REPLY_FLAG_DONE, cookie, offset, length);
+    sink.sendv([header, data], () => ctx.pool.give(data));
     return;
   }
   // Simple reply: read everything first, so an error never follows a success header
   // (proto.md: an error after a zero-error simple header forces a hard disconnect).
-  const buf = ctx.pool.take(NBD_SIMPLE_REPLY_SIZE + length);
+  const data = ctx.pool.take(length);
   try {
-    await device.read(buf.subarray(NBD_SIMPLE_REPLY_SIZE), offset);
+    await device.read(data, offset);
   } catch (err) {
-    ctx.pool.give(buf);
+    ctx.pool.give(data);
     sink.send(encodeSimpleReply(toNbdErrno(err), cookie));
     return;
   }
-  writeSimpleReply(buf, 0, 0, cookie);
-  sink.send(buf, () => ctx.pool.give(buf));
+  sink.sendv([encodeSimpleReply(0, cookie), data], () => ctx.pool.give(data));
 }
 
 /**
@@ -307,11 +301,11 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       if (e.zero) {
         sink.send(encodeHoleChunk(flags, cookie, start, n));
       } else {
-        const chunk = allocDataChunk(flags, cookie, start, n, take(ctx));
+        const data = ctx.pool.take(n);
         try {
-          await device.read(chunk.subarray(DATA_CHUNK_PREFIX), start);
+          await device.read(data, start);
         } catch (err) {
-          ctx.pool.give(chunk);
+          ctx.pool.give(data);
           // Earlier chunks were not final, so an error chunk can still end the reply.
           return sendGenericReply(
             ctx,
@@ -320,7 +314,9 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
             `reading from file failed: ${message(err)}`,
           );
         }
-        sink.send(chunk, () => ctx.pool.give(chunk));
+        sink.sendv([encodeDataChunkHeader(flags, cookie, start, n), data], () =>
+          ctx.pool.give(data),
+        );
       }
       pos = start + n;
       if (final) return;
