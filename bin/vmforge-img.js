@@ -13,6 +13,6 @@ if (major < 22 || (major === 22 && minor < 19)) {
   import('node:module')
     .then((m) => m.enableCompileCache?.())
     .catch(() => undefined)
-    .then(() => import('../dist/cli/main.js'))
+    .then(() => import('../dist/bundle/main.js'))
     .then((m) => m.runBin('img'));
 }

@@ -70,9 +70,8 @@ export async function runVmforge(rawArgv: string[], io: CliIO = processIO()): Pr
 
 export async function packageVersion(): Promise<string> {
   const { readFile } = await import('node:fs/promises');
-  const pkg = JSON.parse(
-    await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
-  ) as {
+  const { packageFile } = await import('./package-root.js');
+  const pkg = JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as {
     version: string;
   };
   return pkg.version;

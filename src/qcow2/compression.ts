@@ -7,7 +7,14 @@
 //            cluster is produced; the last frame must end exactly at the cluster's end.
 // Output is always bounded by the cluster size, so a "zip bomb" cannot exhaust memory.
 
-import zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
+
+// node:zlib is loaded on first use: most opens never meet a compressed cluster, and loading it
+// costs every CLI start a few ms (process.getBuiltinModule is synchronous, Node >= 22.3).
+let zlibModule: typeof Zlib | undefined;
+function zlib(): typeof Zlib {
+  return (zlibModule ??= process.getBuiltinModule('node:zlib'));
+}
 import { CorruptImageError } from '../core/index.js';
 import { COMPRESSION_ZLIB, COMPRESSION_ZSTD } from './constants.js';
 import { nativeZstd } from '../block/native.js';
@@ -22,9 +29,9 @@ function decompressError(what: string, cause?: unknown): CorruptImageError {
 async function inflateCluster(src: Uint8Array, clusterSize: number): Promise<Uint8Array> {
   let out: Buffer;
   try {
-    out = zlib.inflateRawSync(src, {
+    out = zlib().inflateRawSync(src, {
       windowBits: 12,
-      finishFlush: zlib.constants.Z_SYNC_FLUSH,
+      finishFlush: zlib().constants.Z_SYNC_FLUSH,
       maxOutputLength: clusterSize,
     });
   } catch (err) {
@@ -43,7 +50,7 @@ function inflateFirstCluster(src: Uint8Array, clusterSize: number): Promise<Uint
   return new Promise((resolve, reject) => {
     const out = new Uint8Array(clusterSize);
     let filled = 0;
-    const inflater = zlib.createInflateRaw({ windowBits: 12 });
+    const inflater = zlib().createInflateRaw({ windowBits: 12 });
     const finish = (err?: unknown) => {
       inflater.removeAllListeners('data');
       inflater.destroy();
@@ -116,7 +123,7 @@ function zstdCluster(src: Uint8Array, clusterSize: number): Uint8Array {
       continue;
     let chunk: Buffer;
     try {
-      chunk = zlib.zstdDecompressSync(frame, { maxOutputLength: clusterSize - filled });
+      chunk = zlib().zstdDecompressSync(frame, { maxOutputLength: clusterSize - filled });
     } catch (err) {
       // A frame producing more than the rest of the cluster is corrupt (QEMU: zstd_ret > 0).
       throw decompressError('zstd', err);
@@ -139,8 +146,13 @@ export async function decompressCluster(
   throw new CorruptImageError(`qcow2: unknown compression type: ${type}`);
 }
 
-const zstdLevel = { params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } };
-const deflateOptions = { level: zlib.constants.Z_DEFAULT_COMPRESSION, windowBits: 12, memLevel: 9 };
+/** QEMU's settings (qcow2-threads.c): zstd level 3; raw deflate, 4 KiB window, memLevel 9. */
+const zstdLevel = () => ({ params: { [zlib().constants.ZSTD_c_compressionLevel]: 3 } });
+const deflateOptions = () => ({
+  level: zlib().constants.Z_DEFAULT_COMPRESSION,
+  windowBits: 12,
+  memLevel: 9,
+});
 
 /** zstd through the native helper (a reused context): undefined if it is not available. */
 function nativeZstdCluster(data: Uint8Array): Uint8Array | null | undefined {
@@ -159,11 +171,11 @@ function nativeZstdCluster(data: Uint8Array): Uint8Array | null | undefined {
 export function compressCluster(type: number, data: Uint8Array): Uint8Array | undefined {
   let out: Uint8Array;
   if (type === COMPRESSION_ZLIB) {
-    out = zlib.deflateRawSync(data, deflateOptions);
+    out = zlib().deflateRawSync(data, deflateOptions());
   } else if (type === COMPRESSION_ZSTD) {
     const fast = nativeZstdCluster(data);
     if (fast !== undefined) return fast ?? undefined;
-    out = zlib.zstdCompressSync(data, { ...zstdLevel, pledgedSrcSize: data.length });
+    out = zlib().zstdCompressSync(data, { ...zstdLevel(), pledgedSrcSize: data.length });
   } else {
     throw new CorruptImageError(`qcow2: unknown compression type: ${type}`);
   }
@@ -188,9 +200,9 @@ export function compressClusterAsync(
       if (err) reject(err);
       else resolve(out.length < data.length ? out : undefined);
     };
-    if (type === COMPRESSION_ZLIB) zlib.deflateRaw(data, deflateOptions, done);
+    if (type === COMPRESSION_ZLIB) zlib().deflateRaw(data, deflateOptions(), done);
     else if (type === COMPRESSION_ZSTD)
-      zlib.zstdCompress(data, { ...zstdLevel, pledgedSrcSize: data.length }, done);
+      zlib().zstdCompress(data, { ...zstdLevel(), pledgedSrcSize: data.length }, done);
     else reject(new CorruptImageError(`qcow2: unknown compression type: ${type}`));
   });
 }

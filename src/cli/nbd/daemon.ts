@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from '../package-root.js';
 import { EnvironmentError, strerror, systemErrorCode } from '../../core/index.js';
 import type { CliIO, OutputStream } from '../io.js';
 
@@ -93,7 +93,7 @@ export function childStartupStderr(
 
 /** Parent side of --fork: start the daemon child and relay its startup messages. */
 export function forkDaemon(childArgv: readonly string[], io: CliIO): Promise<number> {
-  const bin = fileURLToPath(new URL('../../../bin/vmforge.js', import.meta.url));
+  const bin = packageFile('bin', 'vmforge.js');
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, 'nbd', ...childArgv], {
       detached: true,
