@@ -780,11 +780,15 @@ export class Qcow2Device implements BlockDevice {
           ),
         );
       } else {
-        const bytes = concat(
-          await this.#readGuest(cStart, wFrom - cStart),
-          payload,
-          await this.#readGuest(wTo, cEnd - wTo),
-        );
+        // Whole clusters (the usual case: convert's chunks, aligned writes) need no COW reads.
+        const bytes =
+          wFrom === cStart && wTo === cEnd
+            ? payload
+            : concat(
+                await this.#readGuest(cStart, wFrom - cStart),
+                payload,
+                await this.#readGuest(wTo, cEnd - wTo),
+              );
         pieces.push({ hostOffset: hostCluster, bytes, guestOffset: cStart });
         newEntries.push(
           makeEntry(hostCluster, { copied: true }, ext ? { allocBits: bitRange(0, 32) } : {}),
