@@ -24,5 +24,10 @@ await build({
   target: 'node22.19',
   // Class and function names appear in messages and debug output; keep them.
   keepNames: true,
+  // Bundled CommonJS dependencies (commander, node-stream-zip, ...) call require() for Node's
+  // built-in modules; ES module output has no require, so each chunk gets one.
+  banner: {
+    js: "import { createRequire as __vmforgeCreateRequire } from 'node:module'; const require = __vmforgeCreateRequire(import.meta.url);",
+  },
   logLevel: 'warning',
 });
