@@ -173,13 +173,14 @@ export class NbdServerConnection implements ReplySink {
       size: device.size,
       readOnly: n.export.readOnly,
       structured: n.structured,
-      metaContexts: n.meta ? selectedContexts(n.meta).length : 0,
+      metaContexts: n.meta ? selectedContexts(n.meta, n.export).length : 0,
       maxPayload: NBD_MAX_PAYLOAD,
     };
     const ctx: RequestContext = {
       device,
       structured: n.structured,
       meta: n.meta,
+      bitmaps: n.export.bitmaps,
       sink: this,
       pool: this.#cfg.pool,
     };

@@ -102,6 +102,10 @@ export class ExportDevice implements BlockDevice {
   get size(): number {
     return this.#size;
   }
+  /** Bytes of the inner device skipped at the start (qemu-nbd -o). */
+  get offset(): number {
+    return this.#offset;
+  }
   get backing(): BlockDevice | undefined {
     return this.inner.backing;
   }

@@ -3,6 +3,7 @@
 
 import type { BlockDevice } from '../block/device.js';
 import { InvalidArgumentError } from '../core/index.js';
+import { checkExportBitmap, type NbdExportBitmap } from './export-bitmaps.js';
 import { NBD_MAX_STRING_SIZE } from './protocol.js';
 
 export interface NbdExportOptions {
@@ -16,6 +17,12 @@ export interface NbdExportOptions {
   readOnly?: boolean;
   /** Offer the qemu:allocation-depth metadata context (qemu-nbd -A). @default false */
   allocationDepth?: boolean;
+  /**
+   * Dirty bitmaps offered as "qemu:dirty-bitmap:NAME" contexts (qemu-nbd -B), in context-id
+   * order. Find them with findExportBitmaps(); an inconsistent bitmap, or an enabled one of a
+   * writable image on a read-only export, is refused as qemu refuses it. @default []
+   */
+  bitmaps?: readonly NbdExportBitmap[];
 }
 
 export interface NbdExport {
@@ -24,6 +31,7 @@ export interface NbdExport {
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   readonly allocationDepth: boolean;
+  readonly bitmaps: readonly NbdExportBitmap[];
 }
 
 const encoder = new TextEncoder();
@@ -40,12 +48,16 @@ export function normalizeExport(options: NbdExportOptions): NbdExport {
   if (!Number.isSafeInteger(options.device.size) || options.device.size < 0) {
     throw new InvalidArgumentError(`export '${name}': invalid device size ${options.device.size}`);
   }
+  const readOnly = (options.readOnly ?? false) || options.device.capabilities.readOnly;
+  const bitmaps = options.bitmaps ?? [];
+  for (const bitmap of bitmaps) checkExportBitmap(bitmap, readOnly);
   return {
     name,
     description,
     device: options.device,
-    readOnly: (options.readOnly ?? false) || options.device.capabilities.readOnly,
+    readOnly,
     allocationDepth: options.allocationDepth ?? false,
+    bitmaps,
   };
 }
 

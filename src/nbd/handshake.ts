@@ -433,17 +433,18 @@ class ServerHandshake {
     const payload = await this.#payload(length);
     if (!payload) return;
     let sel: MetaSelection;
+    let exp: NbdExport | undefined;
     try {
       const r = optionReader(payload, option);
       const { name } = readName(r, option);
-      const exp = this.#cfg.exports.get(name);
+      exp = this.#cfg.exports.get(name);
       if (!exp) {
         this.#replyError(NBD_REP_ERR_UNKNOWN, `export '${sanitizeName(name)}' not present`);
         return;
       }
-      sel = emptySelection(name);
+      sel = emptySelection(name, exp);
       const queries = r.u32('query count');
-      if (list && queries === 0) selectAll(sel, exp.allocationDepth);
+      if (list && queries === 0) selectAll(sel, exp);
       for (let i = 0; i < queries; i++) {
         const len = r.u32('query length');
         // Over-long queries cannot name any context: skip them (qemu).
@@ -452,7 +453,7 @@ class ServerHandshake {
         if (bytes.includes(0)) {
           throw new OptionInvalid(`Unexpected embedded NUL in option ${nameOfOpt(option)}`);
         }
-        applyQuery(sel, decodeString(bytes), list, exp.allocationDepth);
+        applyQuery(sel, decodeString(bytes), list, exp);
       }
       if (r.remaining) {
         throw new OptionInvalid(`option '${nameOfOpt(option)}' has unexpected length`);
@@ -464,7 +465,7 @@ class ServerHandshake {
       }
       throw err;
     }
-    for (const ctx of selectedContexts(sel)) {
+    for (const ctx of selectedContexts(sel, exp)) {
       // proto.md: ids in LIST replies are reserved and SHOULD be zero.
       this.#reply(NBD_REP_META_CONTEXT, encodeRepMetaContext(list ? 0 : ctx.id, ctx.name));
     }

@@ -6,6 +6,7 @@ export {
   type BoundAddress,
 } from './server.js';
 export type { NbdExportOptions, NbdExport } from './export.js';
+export { findExportBitmaps, type NbdExportBitmap } from './export-bitmaps.js';
 export type { NbdLogger, NbdLogLevel, ConnectionEnd } from './connection.js';
 export type { ServerTls, HandshakeLimits } from './handshake.js';
 export { toNbdErrno, nbdErrnoToCode } from './errno.js';

@@ -109,6 +109,8 @@ export function isChunkError(type: number): boolean {
 // base:allocation flags; qemu:allocation-depth is a plain number.
 export const NBD_STATE_HOLE = 1 << 0;
 export const NBD_STATE_ZERO = 1 << 1;
+/** qemu:dirty-bitmap:NAME extents (qemu docs/interop/nbd.txt): the range is dirty. */
+export const NBD_STATE_DIRTY = 1 << 0;
 
 // Error values on the wire (proto.md "Error values"). They are Linux errno numbers, but a
 // server must only send these eight.
@@ -146,6 +148,9 @@ export const CONTEXT_BASE_ALLOCATION = 'base:allocation';
 export const CONTEXT_ALLOCATION_DEPTH = 'qemu:allocation-depth';
 export const META_ID_BASE_ALLOCATION = 0;
 export const META_ID_ALLOCATION_DEPTH = 1;
+/** "qemu:dirty-bitmap:" + the bitmap's name; the export's i-th bitmap has id 2 + i (qemu). */
+export const CONTEXT_DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
+export const META_ID_DIRTY_BITMAP = 2;
 
 const OPT_NAMES: Record<number, string> = {
   [NBD_OPT_EXPORT_NAME]: 'export name',

@@ -6,10 +6,12 @@
 import type { BlockDevice, BlockExtent } from '../block/device.js';
 import type { BufferPool } from './buffer-pool.js';
 import { toNbdErrno } from './errno.js';
+import { bitmapExtents, type NbdExportBitmap } from './export-bitmaps.js';
 import type { MetaSelection } from './meta-context.js';
 import {
   META_ID_ALLOCATION_DEPTH,
   META_ID_BASE_ALLOCATION,
+  META_ID_DIRTY_BITMAP,
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_CACHE,
   NBD_CMD_DISC,
@@ -121,6 +123,8 @@ export interface RequestContext {
   readonly device: BlockDevice;
   readonly structured: boolean;
   readonly meta: MetaSelection | undefined;
+  /** The export's dirty bitmaps (meta.bitmaps[i] selects bitmaps[i]). */
+  readonly bitmaps: readonly NbdExportBitmap[];
   readonly sink: ReplySink;
   /** Where READ reply buffers come from and go back to. */
   readonly pool: BufferPool;
@@ -370,18 +374,36 @@ export async function collectExtents(
   return out;
 }
 
+/**
+ * One chunk per selected context, in qemu's order (nbd_handle_request): base:allocation,
+ * qemu:allocation-depth, then the selected bitmaps by id.
+ */
 async function handleBlockStatus(ctx: RequestContext, req: NbdRequest): Promise<void> {
   const meta = ctx.meta!;
+  const { offset, length } = req;
   const max = req.flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_MAX_BLOCK_STATUS_EXTENTS;
-  const contexts: { id: number; value: (e: BlockExtent) => number }[] = [];
-  if (meta.baseAllocation) contexts.push({ id: META_ID_BASE_ALLOCATION, value: allocationFlags });
-  if (meta.allocationDepth) contexts.push({ id: META_ID_ALLOCATION_DEPTH, value: depthValue });
+  const fromDevice = (value: (e: BlockExtent) => number) => () =>
+    collectExtents(ctx.device, offset, length, max, value);
+  const contexts: { id: number; extents: () => Promise<StatusExtent[]> }[] = [];
+  if (meta.baseAllocation) {
+    contexts.push({ id: META_ID_BASE_ALLOCATION, extents: fromDevice(allocationFlags) });
+  }
+  if (meta.allocationDepth) {
+    contexts.push({ id: META_ID_ALLOCATION_DEPTH, extents: fromDevice(depthValue) });
+  }
+  ctx.bitmaps.forEach((bitmap, i) => {
+    if (!meta.bitmaps[i]) return;
+    contexts.push({
+      id: META_ID_DIRTY_BITMAP + i,
+      extents: () => Promise.resolve(bitmapExtents(bitmap, offset, length, max)),
+    });
+  });
   const chunks: Uint8Array[] = [];
   for (let i = 0; i < contexts.length; i++) {
     const c = contexts[i]!;
     let extents: StatusExtent[];
     try {
-      extents = await collectExtents(ctx.device, req.offset, req.length, max, c.value);
+      extents = await c.extents();
     } catch (err) {
       // Chunks already sent were not final; an error chunk ends the reply.
       ctx.sink.sendv(chunks);

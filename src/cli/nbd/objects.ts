@@ -7,7 +7,12 @@ import { loadPskCreds, loadX509Creds, type TlsCreds } from '../../nbd/tls.js';
 
 /** Split QEMU keyval text into key/value pairs; the first bare word is `implied`'s value. */
 export function parseKeyval(text: string, implied?: string): Map<string, string> {
-  const out = new Map<string, string>();
+  return new Map(parseKeyvalPairs(text, implied));
+}
+
+/** parseKeyval() keeping every pair in order, repeated keys included. */
+export function parseKeyvalPairs(text: string, implied?: string): [string, string][] {
+  const out: [string, string][] = [];
   const parts: string[] = [];
   let cur = '';
   for (let i = 0; i < text.length; i++) {
@@ -27,14 +32,14 @@ export function parseKeyval(text: string, implied?: string): Map<string, string>
     const eq = part.indexOf('=');
     if (eq < 0) {
       if (i === 0 && implied) {
-        out.set(implied, part);
+        out.push([implied, part]);
         continue;
       }
       throw new InvalidArgumentError(`Expected '=' after parameter '${part}'`);
     }
     const key = part.slice(0, eq);
     if (!key) throw new InvalidArgumentError(`Invalid parameter '${part}'`);
-    out.set(key, part.slice(eq + 1));
+    out.push([key, part.slice(eq + 1)]);
   }
   return out;
 }

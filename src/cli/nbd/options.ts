@@ -7,7 +7,7 @@ import { InvalidArgumentError } from '../../core/index.js';
 import type { CacheMode, DetectZeroesMode, DiscardMode } from '../../nbd/export-device.js';
 import { NBD_DEFAULT_PORT, NBD_MAX_STRING_SIZE } from '../../nbd/protocol.js';
 import { parseSnapshotParam, type SnapshotSelector } from '../../img/snapshot-param.js';
-import { parseBool, parseKeyval } from './objects.js';
+import { parseBool, parseKeyvalPairs } from './objects.js';
 
 export interface ExportSpec {
   file: string;
@@ -17,6 +17,11 @@ export interface ExportSpec {
   readOnly: boolean;
   snapshot: boolean;
   allocationDepth: boolean;
+  /**
+   * Persistent dirty bitmaps to export as qemu:dirty-bitmap:NAME, in context-id order (-B
+   * options in reverse, as qemu-nbd prepends each to its list; bitmap= keys in order).
+   */
+  bitmaps: string[];
   offset: number;
   /** -l: an internal snapshot loaded temporarily (implies read-only, as in qemu-nbd). */
   loadSnapshot?: SnapshotSelector | undefined;
@@ -107,10 +112,13 @@ Connection properties:
 Exposing part of the image:
   -o, --offset=OFFSET       offset into the image
   -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
+  -B, --bitmap=NAME         expose a persistent dirty bitmap (qemu:dirty-bitmap:NAME;
+                            repeatable)
 
 Several exports from one process:
       --export name=NAME,file=FILE[,format=FMT][,readonly=on][,snapshot=on]
                [,description=TEXT][,allocation-depth=on][,offset=N]
+               [,bitmap=NAME[,bitmap=NAME...]]
                             add an export (repeatable); FILE may then be omitted
 
 General purpose options:
@@ -239,7 +247,8 @@ function unsupported(flag: string, why: string): InvalidArgumentError {
 }
 
 function parseExportSpec(text: string): ExportSpec {
-  const kv = parseKeyval(text);
+  const pairs = parseKeyvalPairs(text);
+  const kv = new Map(pairs);
   const allowed = [
     'name',
     'file',
@@ -249,6 +258,7 @@ function parseExportSpec(text: string): ExportSpec {
     'description',
     'allocation-depth',
     'offset',
+    'bitmap',
   ];
   for (const k of kv.keys()) {
     if (!allowed.includes(k)) throw new InvalidArgumentError(`--export: unknown parameter '${k}'`);
@@ -270,6 +280,8 @@ function parseExportSpec(text: string): ExportSpec {
     readOnly: bool('readonly'),
     snapshot: bool('snapshot'),
     allocationDepth: bool('allocation-depth'),
+    // bitmap= may repeat (the other keys: the last one wins).
+    bitmaps: pairs.filter(([k]) => k === 'bitmap').map(([, v]) => v),
     offset,
   };
 }
@@ -287,7 +299,6 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
   if (o.connect !== undefined || o.disconnect) {
     throw unsupported('-c/-d', 'use the kernel nbd-client with vmforge-nbd --socket');
   }
-  if (o.bitmap) throw unsupported('-B/--bitmap', 'qcow2 persistent bitmaps are not exported');
   if (o.imageOpts) throw unsupported('--image-opts', 'give the file name and -f');
   if (o.trace !== undefined) throw unsupported('-T/--trace', 'use -v or NODE_DEBUG=vmforge:nbd');
   if (o.tlsAuthz !== undefined) {
@@ -382,6 +393,7 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
       o.description !== undefined ||
       offset ||
       o.format !== undefined ||
+      o.bitmap ||
       o.allocationDepth ||
       o.aio !== undefined ||
       o.discard !== undefined ||
@@ -406,6 +418,7 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
         readOnly: (o.readOnly ?? false) || o.loadSnapshot !== undefined,
         snapshot: o.snapshot ?? false,
         allocationDepth: o.allocationDepth ?? false,
+        bitmaps: [...(o.bitmap ?? [])].reverse(),
         offset,
         loadSnapshot: o.loadSnapshot === undefined ? undefined : parseSnapshotParam(o.loadSnapshot),
       });
@@ -417,10 +430,11 @@ export function parseNbdArgs(argv: readonly string[]): ParseOutcome {
       o.loadSnapshot !== undefined ||
       o.snapshot ||
       o.allocationDepth ||
+      o.bitmap ||
       offset
     ) {
       throw new InvalidArgumentError(
-        '-x, -D, -f, -r, -l, -s, -A and -o apply to FILE; give them inside --export instead',
+        '-x, -D, -f, -r, -l, -s, -A, -B and -o apply to FILE; give them inside --export instead',
       );
     }
     for (const spec of o.export ?? []) exports.push(parseExportSpec(spec));

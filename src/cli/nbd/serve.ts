@@ -5,6 +5,8 @@
 import { InvalidArgumentError } from '../../core/index.js';
 import type { BlockDevice } from '../../block/device.js';
 import { NbdServer, type ListenAddress } from '../../nbd/server.js';
+import { findExportBitmaps } from '../../nbd/export-bitmaps.js';
+import type { DirtyBitmap } from '../../qcow2/bitmaps/index.js';
 import type { NbdLogLevel } from '../../nbd/connection.js';
 import { serverTls } from '../../nbd/tls.js';
 import { NBD_DEFAULT_PORT } from '../../nbd/protocol.js';
@@ -79,6 +81,7 @@ export async function serve(
   }
 
   const devices: BlockDevice[] = [];
+  const bitmaps: DirtyBitmap[][] = [];
   const closeDevices = async () => {
     for (const d of devices.splice(0)) {
       try {
@@ -104,6 +107,9 @@ export async function serve(
       });
       for (const w of opened.warnings) print(`${w}\n`);
       devices.push(opened.device);
+      // qemu-nbd looks the bitmaps up once the image is open (blk_exp_add -> nbd_export_create).
+      const readOnly = spec.readOnly || opened.device.capabilities.readOnly;
+      bitmaps.push(await findExportBitmaps(opened.device, spec.bitmaps, readOnly));
     }
 
     let finish!: (reason: string) => void;
@@ -115,6 +121,7 @@ export async function serve(
         ...(spec.description !== undefined ? { description: spec.description } : {}),
         readOnly: spec.readOnly,
         allocationDepth: spec.allocationDepth,
+        bitmaps: bitmaps[i]!,
       })),
       maxConnections: config.shared,
       handshakeTimeoutMs: config.handshakeLimit * 1000,

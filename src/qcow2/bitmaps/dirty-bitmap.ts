@@ -100,9 +100,17 @@ export class DirtyBitmap {
     return n;
   }
 
-  /** Dirty byte ranges in ascending order, merged, clamped to the size. */
-  *dirtyRanges(): Generator<{ offset: number; length: number }> {
-    for (const [first, end] of this.#runs()) {
+  /**
+   * Dirty byte ranges in ascending order, merged, clamped to the size. With `from`/`to`, only
+   * the granules that meet [from, to) are looked at (the ranges stay granule-aligned, so the
+   * first and last may reach outside); the cost then follows the span, not the whole bitmap
+   * (hbitmap_next_dirty_area, as NBD block status walks it).
+   */
+  *dirtyRanges(from = 0, to = this.#size): Generator<{ offset: number; length: number }> {
+    if (to <= from) return;
+    const firstBit = Math.floor(from / this.granularity);
+    const endBit = Math.ceil(to / this.granularity);
+    for (const [first, end] of this.#runs(firstBit, endBit)) {
       const offset = first * this.granularity;
       yield { offset, length: Math.min(end * this.granularity, this.#size) - offset };
     }
@@ -257,26 +265,46 @@ export class DirtyBitmap {
     }
   }
 
-  /** Runs of dirty bits as [first, end) in ascending order. */
-  *#runs(): Generator<[number, number]> {
+  /** Runs of dirty bits as [first, end) in ascending order, within bits [from, to). */
+  *#runs(from = 0, to = this.#bits): Generator<[number, number]> {
+    to = Math.min(to, this.#bits);
+    if (to <= from) return;
+    const firstIndex = Math.floor(from / CHUNK_BITS);
+    const endIndex = Math.ceil(to / CHUNK_BITS);
+    // Walk the span's chunk numbers, or the allocated chunks when there are fewer of them.
+    const indices =
+      endIndex - firstIndex <= this.#chunks.size
+        ? Array.from({ length: endIndex - firstIndex }, (_, i) => firstIndex + i)
+        : [...this.#chunks.keys()]
+            .filter((i) => i >= firstIndex && i < endIndex)
+            .sort((a, b) => a - b);
     let start = -1;
     let end = -1;
-    for (const index of [...this.#chunks.keys()].sort((a, b) => a - b)) {
-      const chunk = this.#chunks.get(index)!;
+    for (const index of indices) {
+      const chunk = this.#chunks.get(index);
+      if (!chunk) continue;
       const base = index * CHUNK_BITS;
+      // The bits of this chunk inside the span: [lo, hi) relative to `base`.
+      const lo = Math.max(from, base) - base;
+      const hi = Math.min(to, base + CHUNK_BITS) - base;
       if (chunk === FULL) {
-        if (base !== end) {
+        if (base + lo !== end) {
           if (start >= 0) yield [start, end];
-          start = base;
+          start = base + lo;
         }
-        end = base + CHUNK_BITS;
+        end = base + hi;
         continue;
       }
       const words = new Uint32Array(chunk.buffer, chunk.byteOffset, CHUNK_BYTES / 4);
-      for (let w = 0; w < words.length; w++) {
-        const word = words[w]!;
+      for (let w = lo >>> 5; w < (hi + 31) >>> 5; w++) {
+        let word = words[w]!;
         if (word === 0) continue;
         const wordBase = base + w * 32;
+        // Drop the bits of the edge words that lie outside [lo, hi).
+        if (w * 32 < lo) word &= -1 << (lo - w * 32);
+        if (w * 32 + 32 > hi) word &= (1 << (hi - w * 32)) - 1;
+        word >>>= 0;
+        if (word === 0) continue;
         if (word === 0xffff_ffff) {
           if (wordBase !== end) {
             if (start >= 0) yield [start, end];

@@ -31,8 +31,21 @@ describe('parseNbdArgs', () => {
         readOnly: false,
         snapshot: false,
         allocationDepth: false,
+        bitmaps: [],
         offset: 0,
       },
+    ]);
+  });
+
+  it('-B is repeatable; qemu-nbd prepends each one, so the context ids run in reverse', () => {
+    expect(config(['-B', 'a', '--bitmap=b', '-B', 'a', 'd']).exports[0]!.bitmaps).toEqual([
+      'a',
+      'b',
+      'a',
+    ]);
+    expect(config(['-B', 'first', '-B', 'second', 'd']).exports[0]!.bitmaps).toEqual([
+      'second',
+      'first',
     ]);
   });
 
@@ -81,10 +94,16 @@ describe('parseNbdArgs', () => {
       '--export',
       'name=b,,c,file=/b.img,format=raw',
     ]);
-    expect(c.exports.map((e) => [e.name, e.file, e.readOnly, e.format])).toEqual([
-      ['a', '/a.img', true, undefined],
-      ['b,c', '/b.img', false, 'raw'],
+    expect(c.exports.map((e) => [e.name, e.file, e.readOnly, e.format, e.bitmaps])).toEqual([
+      ['a', '/a.img', true, undefined, []],
+      ['b,c', '/b.img', false, 'raw', []],
     ]);
+    // bitmap= repeats and keeps its order (the ids follow it).
+    const [one] = config([
+      '--export',
+      'name=a,file=/a.qcow2,bitmap=x,bitmap=y,,z,bitmap=x',
+    ]).exports;
+    expect(one!.bitmaps).toEqual(['x', 'y,z', 'x']);
   });
 
   it.each([
@@ -99,7 +118,8 @@ describe('parseNbdArgs', () => {
     [['-L', 'd'], 'List mode is incompatible with a file name'],
     [['-L', '-f', 'raw'], 'List mode is incompatible with per-device settings'],
     [['-L', '--fork'], 'List mode is incompatible with forking'],
-    [['-B', 'bm', 'd'], 'is not supported by vmforge-nbd'],
+    [['-L', '-B', 'bm'], 'List mode is incompatible with per-device settings'],
+    [['-B', 'bm', '--export', 'file=/x'], 'apply to FILE'],
     [['-c', '/dev/nbd0', 'd'], 'is not supported by vmforge-nbd'],
     [['--aio=native', 'd'], 'is not supported by vmforge-nbd'],
     [['--tls-authz=a', 'd'], '--tls-authz is not permitted without --tls-creds'],

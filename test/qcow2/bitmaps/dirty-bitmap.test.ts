@@ -111,4 +111,31 @@ describe('DirtyBitmap', () => {
     expect(() => new DirtyBitmap({ name: 'x', granularity: 256, size: 1 })).toThrow(RangeError);
     expect(() => new DirtyBitmap({ name: 'x', granularity: 1000, size: 1 })).toThrow(RangeError);
   });
+
+  it('dirtyRanges(from, to) gives the granule-aligned runs meeting the span', () => {
+    let seed = 99;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 100; round++) {
+      const granularity = 512 * 2 ** rnd(4);
+      // Up to ~3 chunks of 2^18 bits, so runs cross chunk and word edges.
+      const size = granularity * (1 + rnd(3 * 2 ** 18));
+      const b = new DirtyBitmap({ name: 'b', granularity, size });
+      for (let i = rnd(8); i > 0; i--) b.setDirty(rnd(size), 1 + rnd(granularity * 100));
+      if (rnd(4) === 0) b.setDirty(rnd(size), 2 ** 18 * granularity); // whole (FULL) chunks
+      const from = rnd(size);
+      const to = from + 1 + rnd(size - from);
+      const g = granularity;
+      const expected = ranges(b)
+        .filter((r) => r.offset < Math.ceil(to / g) * g && r.offset + r.length > from)
+        .map((r) => {
+          const start = Math.max(r.offset, Math.floor(from / g) * g);
+          const end = Math.min(r.offset + r.length, Math.ceil(to / g) * g, size);
+          return { offset: start, length: end - start };
+        });
+      expect([...b.dirtyRanges(from, to)], `round ${round}`).toEqual(expected);
+    }
+  });
 });
