@@ -4,6 +4,9 @@
  * files, and fallocate(PUNCH_HOLE / ZERO_RANGE) for discard and efficient zeroing; plus
  * preadv2(RWF_NOWAIT), which reads data already in the page cache without the thread-pool
  * round trip of Node's asynchronous fs (and never blocks on disk I/O).
+ * For NBD READ replies from raw exports: cachestat() to learn that a range is in the page
+ * cache, and sendfile() of that range to the client socket (the kernel hands page-cache pages
+ * to the socket instead of copying them twice through a user buffer).
  * Optional: vmforge falls back to pure JavaScript when this addon is not built.
  * Node-API only, so one build works on every Node version with N-API 8.
  */
@@ -13,6 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -151,6 +157,122 @@ static napi_value page_offset(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* cachestat(2), Linux >= 6.5; the number is 451 on every architecture (asm-generic). */
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+struct vmforge_cachestat_range {
+  uint64_t off, len;
+};
+struct vmforge_cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/*
+ * cached(fd, offset, length) -> 1 when every page of the range is in the page cache, 0 when
+ * some page is not, -1 when the kernel has no cachestat() (the caller stops asking).
+ */
+static napi_value cached(napi_env env, napi_callback_info info) {
+  int64_t fd, off, len;
+  napi_value out;
+  double result = 0;
+  if (args3(env, info, &fd, &off, &len) && off >= 0 && len > 0) {
+    long page = sysconf(_SC_PAGESIZE);
+    struct vmforge_cachestat_range range = {(uint64_t)off, (uint64_t)len};
+    struct vmforge_cachestat cs;
+    if (syscall(SYS_cachestat, (int)fd, &range, &cs, 0) == 0) {
+      uint64_t pages = (uint64_t)((off + len + page - 1) / page - off / page);
+      result = cs.nr_cache >= pages ? 1 : 0;
+    } else if (errno == ENOSYS) {
+      result = -1;
+    }
+  }
+  napi_create_double(env, result, &out);
+  return out;
+}
+
+/*
+ * sendFile(sockfd, header, fd, offset, length) -> bytes of header and data sent, never blocking
+ * (MSG_DONTWAIT; the socket is non-blocking as libuv made it); -errno when the socket failed
+ * before anything was sent. The header goes first with MSG_MORE, then sendfile() of the file
+ * range until it is all sent or the socket is full. The caller sends whatever is left.
+ */
+static napi_value send_file(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_value out;
+  double result = -EINVAL;
+  int32_t sock, fd;
+  double offd, lend;
+  napi_typedarray_type type;
+  size_t hlen, byte_offset;
+  void *hdr;
+  napi_value ab;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 5 &&
+      napi_get_value_int32(env, argv[0], &sock) == napi_ok &&
+      napi_get_typedarray_info(env, argv[1], &type, &hlen, &hdr, &ab, &byte_offset) ==
+          napi_ok &&
+      type == napi_uint8_array && napi_get_value_int32(env, argv[2], &fd) == napi_ok &&
+      napi_get_value_double(env, argv[3], &offd) == napi_ok &&
+      napi_get_value_double(env, argv[4], &lend) == napi_ok && offd >= 0 && lend >= 0) {
+    size_t sent = 0;
+    int err = 0;
+    while (sent < hlen) {
+      ssize_t n = send(sock, (char *)hdr + sent, hlen - sent, MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        err = errno;
+        break;
+      }
+      sent += (size_t)n;
+    }
+    if (sent == hlen) {
+      off_t pos = (off_t)offd;
+      size_t left = (size_t)lend;
+      while (left > 0) {
+        ssize_t n = sendfile(sock, fd, &pos, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          err = errno;
+          break;
+        }
+        if (n == 0) break; /* end of file: the caller sends the rest (zeros) */
+        sent += (size_t)n;
+        left -= (size_t)n;
+      }
+    }
+    if (sent == 0 && err != 0 && err != EAGAIN && err != EWOULDBLOCK)
+      result = -(double)err;
+    else
+      result = (double)sent;
+  }
+  napi_create_double(env, result, &out);
+  return out;
+}
+
+/* setSendBuffer(sockfd, bytes) -> the send buffer size now in effect (SO_SNDBUF), -1 on error. */
+static napi_value set_send_buffer(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_value out;
+  double result = -1;
+  int32_t sock, want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
+      napi_get_value_int32(env, argv[0], &sock) == napi_ok &&
+      napi_get_value_int32(env, argv[1], &want) == napi_ok) {
+    int have = 0;
+    socklen_t len = sizeof(have);
+    if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &have, &len) == 0) {
+      /* Linux doubles the value for bookkeeping and caps it at net.core.wmem_max. */
+      if (have < want) setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+      len = sizeof(have);
+      if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &have, &len) == 0) result = have;
+    }
+  }
+  napi_create_double(env, result, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
@@ -159,6 +281,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"allocate", NULL, allocate, NULL, NULL, NULL, napi_default, NULL},
       {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
       {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_default, NULL},
+      {"cached", NULL, cached, NULL, NULL, NULL, napi_default, NULL},
+      {"sendFile", NULL, send_file, NULL, NULL, NULL, napi_default, NULL},
+      {"setSendBuffer", NULL, set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -109,6 +109,19 @@ export interface BlockDevice {
    */
   blockStatus(offset: number, length: number, options?: BlockStatusOptions): Promise<BlockExtent[]>;
 
+  /**
+   * Where guest bytes [offset, offset+length) lie as one contiguous range of a host file, when
+   * they read exactly as that file's bytes (a raw image); undefined otherwise. For zero-copy
+   * sends (NBD READ replies with sendfile()); never needed for correctness.
+   */
+  fileRange?(offset: number, length: number): FileRange | undefined;
+
   /** Flush, release locks and handles; the backing chain is closed too. Idempotent. */
   close(): Promise<void>;
+}
+
+/** A byte range of an open host file (BlockDevice.fileRange). */
+export interface FileRange {
+  fd: number;
+  offset: number;
 }

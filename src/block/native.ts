@@ -15,6 +15,19 @@ export interface NativeFileOps {
   readNoWait?(fd: number, buf: Uint8Array, offset: number): number;
   /** Address of the first byte of `buf` modulo 4096 (-1 if not a Uint8Array). Absent in older builds. */
   pageOffset?(buf: Uint8Array): number;
+  /**
+   * cachestat(): 1 if every page of the range is in the page cache, 0 if not, -1 if the kernel
+   * lacks cachestat (Linux < 6.5). Absent in older builds.
+   */
+  cached?(fd: number, offset: number, length: number): number;
+  /**
+   * Non-blocking send of `header` then sendfile() of the file range to a socket: bytes sent
+   * (header included; fewer than asked when the socket is full), or -errno if the socket failed
+   * before anything was sent. Absent in older builds.
+   */
+  sendFile?(sockfd: number, header: Uint8Array, fd: number, offset: number, length: number): number;
+  /** Raise SO_SNDBUF to `bytes` (the kernel caps it); the size in effect, or -1. */
+  setSendBuffer?(sockfd: number, bytes: number): number;
 }
 
 let loaded: NativeFileOps | null | undefined;

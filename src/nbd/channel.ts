@@ -7,7 +7,10 @@
 // and pushes back on the peer (TCP/unix socket back-pressure). Outbound, `congested` says the
 // socket's user-space queue is over its limit; callers stop producing until `waitWritable()`.
 
+import { readSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
+import type { FileRange } from '../block/device.js';
+import { nativeFileOps } from '../block/native.js';
 import { ProtocolError, VmforgeError } from '../core/index.js';
 import { FrameReader } from './frame-reader.js';
 
@@ -53,6 +56,8 @@ export class Channel {
   #closeWaiters: (() => void)[] = [];
   #closed = false;
   #corked = false;
+  /** Replies and data bytes that left through sendFile() (for -v and tests). */
+  readonly zeroCopy = { replies: 0, bytes: 0 };
   #detach: () => void = () => undefined;
 
   constructor(socket: Duplex, options: ChannelOptions = {}) {
@@ -256,6 +261,74 @@ export class Channel {
     if (corked) this.#socket.uncork();
   }
 
+  /**
+   * Send `header` followed by `length` bytes of a host file without copying them through a
+   * buffer: the kernel passes page-cache pages to the socket (sendfile(2)). Only on a plain
+   * socket (not TLS) with nothing queued before it (the bytes go straight to the kernel, so
+   * anything queued in Node would be overtaken), and only when the whole range is in the page
+   * cache (sendfile runs on the event loop and must not wait for the disk). What does not fit in
+   * the socket is read from the page cache and queued as usual, in order. Returns false, having
+   * sent nothing, when the reply must take the normal path.
+   */
+  sendFile(
+    header: Uint8Array,
+    file: FileRange,
+    length: number,
+    take: (size: number) => Uint8Array,
+    give: (buf: Uint8Array) => void,
+  ): boolean {
+    const native = nativeFileOps();
+    if (!native?.sendFile || !native.cached || sendFileUnsupported) return false;
+    const socket = this.#socket;
+    if (this.#closed || socket.destroyed || socket.writableLength > 0 || this.#corked) {
+      return false;
+    }
+    const sockfd = socketFd(socket);
+    if (sockfd === undefined) return false;
+    const cached = native.cached(file.fd, file.offset, length);
+    if (cached !== 1) {
+      if (cached === -1) sendFileUnsupported = true;
+      return false;
+    }
+    const sent = native.sendFile(sockfd, header, file.fd, file.offset, length);
+    if (sent <= 0) return false;
+    if (sent < header.length) socket.write(header.subarray(sent));
+    const done = Math.max(0, sent - header.length);
+    this.zeroCopy.replies++;
+    this.zeroCopy.bytes += done;
+    if (done < length) {
+      // The socket is full: the rest goes through the write queue, read right now so that it
+      // keeps its place in the stream. The range was cached a moment ago, so this is a copy
+      // from the page cache, not a wait for the disk.
+      const rest = take(length - done);
+      let got = 0;
+      try {
+        while (got < rest.length) {
+          const n = readSync(file.fd, rest, got, rest.length - got, file.offset + done + got);
+          if (n === 0) break;
+          got += n;
+        }
+      } catch {
+        // The header promised these bytes; after part of them, the stream cannot recover.
+        give(rest);
+        this.destroy();
+        return true;
+      }
+      rest.fill(0, got); // past the end of the file reads as zeros
+      socket.write(rest, () => give(rest));
+    }
+    return true;
+  }
+
+  /**
+   * Let the kernel buffer up to `bytes` for this socket (SO_SNDBUF, capped by the system), so
+   * that sendFile() can hand over whole replies. Plain sockets with the native helper only.
+   */
+  growSendBuffer(bytes: number): void {
+    const fd = socketFd(this.#socket);
+    if (fd !== undefined) nativeFileOps()?.setSendBuffer?.(fd, bytes);
+  }
+
   get congested(): boolean {
     return this.#socket.writableLength > this.#writeHighWater;
   }
@@ -316,4 +389,13 @@ export class Channel {
     }
     this.#socket.destroy();
   }
+}
+
+let sendFileUnsupported = false;
+
+/** The descriptor of a plain net.Socket (unix or TCP); undefined for TLS and other streams. */
+function socketFd(socket: Duplex): number | undefined {
+  if ((socket as { encrypted?: boolean }).encrypted) return undefined;
+  const fd = (socket as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -4,6 +4,7 @@
 // in-flight requests, then end the socket), destroy() immediate; both idempotent.
 
 import type { Duplex } from 'node:stream';
+import type { FileRange } from '../block/device.js';
 import { ProtocolError } from '../core/index.js';
 import type { BufferPool, ByteBudget } from './buffer-pool.js';
 import { Channel, ConnectionClosedError } from './channel.js';
@@ -60,6 +61,8 @@ export interface ConnectionConfig extends HandshakeConfig {
  * 64 MiB maximum; proto.md allows a hard disconnect for payloads deemed a DoS).
  */
 const MAX_DRAIN = 2 * NBD_MAX_PAYLOAD;
+/** SO_SNDBUF asked for on connections of exports that can sendfile (the kernel may cap it). */
+const SEND_BUFFER = 4 * 1024 * 1024;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'closing' | 'closed';
 
@@ -82,6 +85,7 @@ export class NbdServerConnection implements ReplySink {
   #resolveDone!: (end: ConnectionEnd) => void;
   #started = false;
   readonly #take = (size: number) => this.#cfg.pool.take(size);
+  readonly #give = (buf: Uint8Array) => this.#cfg.pool.give(buf);
   #drainArmed = false;
 
   constructor(socket: Duplex, config: ConnectionConfig, id: number) {
@@ -185,6 +189,9 @@ export class NbdServerConnection implements ReplySink {
       pool: this.#cfg.pool,
     };
     const ch = this.#ch;
+    // Room in the kernel for whole READ replies, so that sendFile() hands most of them over
+    // without a copy (the default 208 KiB fills with one 256 KiB nbdcopy request).
+    if (device.fileRange) ch.growSendBuffer(SEND_BUFFER);
     for (;;) {
       while ((this.#inflight >= this.#cfg.maxInFlight || ch.congested) && !this.#stopping()) {
         await this.#waitSlot();
@@ -323,6 +330,10 @@ export class NbdServerConnection implements ReplySink {
     this.#ch.writev(bufs, sent);
   }
 
+  sendFile(header: Uint8Array, file: FileRange, length: number): boolean {
+    return this.#ch.sendFile(header, file, length, this.#take, this.#give);
+  }
+
   // --- lifecycle --------------------------------------------------------------------------
 
   #endGracefully(): void {
@@ -356,6 +367,10 @@ export class NbdServerConnection implements ReplySink {
   #finish(): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
+    const zc = this.#ch.zeroCopy;
+    if (zc.replies > 0) {
+      this.#cfg.log('debug', `${zc.replies} READ replies sent with sendfile (${zc.bytes} bytes)`);
+    }
     clearTimeout(this.#timer);
     for (const w of this.#slotWaiters.splice(0)) w();
     // Requests still running against the device finish before `done` resolves, so the owner

@@ -10,6 +10,7 @@ import type {
   BlockDevice,
   BlockExtent,
   BlockStatusOptions,
+  FileRange,
   ReadOptions,
   WriteOptions,
   WriteZeroesOptions,
@@ -116,6 +117,11 @@ export class ExportDevice implements BlockDevice {
   #fua(requested: boolean | undefined): boolean {
     if (this.#cache === 'unsafe') return false;
     return requested === true || this.#cache === 'writethrough' || this.#cache === 'directsync';
+  }
+
+  fileRange(offset: number, length: number): FileRange | undefined {
+    if (offset < 0 || offset + length > this.#size) return undefined;
+    return this.inner.fileRange?.(offset + this.#offset, length);
   }
 
   read(buf: Uint8Array, offset: number, options?: ReadOptions): Promise<void> {

@@ -3,7 +3,7 @@
 // valid requests, runs them against the BlockDevice and sends the reply. The checks and their
 // order follow qemu (nbd/server.c nbd_co_receive_request), so errors match qemu-nbd's.
 
-import type { BlockDevice, BlockExtent } from '../block/device.js';
+import type { BlockDevice, BlockExtent, FileRange } from '../block/device.js';
 import type { BufferPool } from './buffer-pool.js';
 import { toNbdErrno } from './errno.js';
 import { bitmapExtents, type NbdExportBitmap } from './export-bitmaps.js';
@@ -117,6 +117,11 @@ export interface ReplySink {
   send(buf: Uint8Array, sent?: () => void): void;
   /** Queue `bufs` as one burst; `sent` runs once the socket no longer needs their bytes. */
   sendv(bufs: readonly Uint8Array[], sent?: () => void): void;
+  /**
+   * Send `header` and `length` bytes of a host file without a copy in between (sendfile), or
+   * return false having sent nothing (then the caller reads and uses sendv).
+   */
+  sendFile?(header: Uint8Array, file: FileRange, length: number): boolean;
 }
 
 export interface RequestContext {
@@ -243,6 +248,8 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       sink.send(encodeChunkHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, cookie, 0));
       return;
     }
+    const header = encodeDataChunkHeader(NBD_REPLY_FLAG_DONE, cookie, offset, length);
+    if (trySendFile(ctx, header, offset, length)) return;
     const data = ctx.pool.take(length);
     try {
       await device.read(data, offset);
@@ -255,12 +262,13 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
         `reading from file failed: ${message(err)}`,
       );
     }
-    const header = encodeDataChunkHeader(NBD_REPLY_FLAG_DONE, cookie, offset, length);
     sink.sendv([header, data], () => ctx.pool.give(data));
     return;
   }
   // Simple reply: read everything first, so an error never follows a success header
-  // (proto.md: an error after a zero-error simple header forces a hard disconnect).
+  // (proto.md: an error after a zero-error simple header forces a hard disconnect). The
+  // sendfile path only sends ranges already in the page cache, which cannot fail to read.
+  if (length > 0 && trySendFile(ctx, encodeSimpleReply(0, cookie), offset, length)) return;
   const data = ctx.pool.take(length);
   try {
     await device.read(data, offset);
@@ -270,6 +278,18 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
     return;
   }
   sink.sendv([encodeSimpleReply(0, cookie), data], () => ctx.pool.give(data));
+}
+
+/** The zero-copy path for a READ reply's data (ReplySink.sendFile); false: not taken. */
+function trySendFile(
+  ctx: RequestContext,
+  header: Uint8Array,
+  offset: number,
+  length: number,
+): boolean {
+  if (!ctx.sink.sendFile) return false;
+  const file = ctx.device.fileRange?.(offset, length);
+  return file !== undefined && ctx.sink.sendFile(header, file, length);
 }
 
 /**
@@ -304,7 +324,7 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       const flags = final ? NBD_REPLY_FLAG_DONE : 0;
       if (e.zero) {
         sink.send(encodeHoleChunk(flags, cookie, start, n));
-      } else {
+      } else if (!trySendFile(ctx, encodeDataChunkHeader(flags, cookie, start, n), start, n)) {
         const data = ctx.pool.take(n);
         try {
           await device.read(data, start);

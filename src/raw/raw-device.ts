@@ -5,6 +5,7 @@ import type {
   BlockCapabilities,
   BlockDevice,
   BlockExtent,
+  FileRange,
   WriteOptions,
   WriteZeroesOptions,
 } from '../block/device.js';
@@ -105,6 +106,13 @@ export class RawDevice implements BlockDevice {
         file: this.storage.filename,
       },
     ];
+  }
+
+  fileRange(offset: number, length: number): FileRange | undefined {
+    if (this.#closed || offset < 0 || length <= 0 || offset + length > this.#size) return undefined;
+    // FileStorage exposes its descriptor; other storages (memory, NBD) have no file to send.
+    const fd = (this.storage as { fd?: unknown }).fd;
+    return typeof fd === 'number' ? { fd, offset } : undefined;
   }
 
   /** Change the guest size (qemu-img resize on raw): truncates or extends the storage. */

@@ -133,7 +133,9 @@ describe('transmission replies', () => {
             return target.read(buf, offset);
           };
         }
-        return Reflect.get(target, prop);
+        // Methods run on the device itself (they use its private fields).
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
       },
     });
     const t = testServer({ exports: [{ device: slow }] });

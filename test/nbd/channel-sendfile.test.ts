@@ -1,0 +1,166 @@
+// Channel.sendFile(): READ reply data handed from the page cache to a real unix socket with
+// sendfile(2). What must hold: the bytes arrive exactly as header + file range, in order with
+// everything written before and after (also when the socket fills up mid-reply and the rest is
+// queued); nothing is sent on the zero-copy path when it cannot be taken (bytes already queued,
+// range not in the page cache, TLS).
+import { closeSync, constants, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { TLSSocket } from 'node:tls';
+import { afterEach, describe, expect, it } from 'vitest';
+import { allocIoBuffer } from '../../src/block/io-buffer.js';
+import { nativeFileOps } from '../../src/block/native.js';
+import { Channel } from '../../src/nbd/channel.js';
+import { pseudoRandom } from '../support/imgops-matrix.js';
+import { tempDir } from '../support/tmp.js';
+
+const MiB = 1024 * 1024;
+const take = (n: number) => allocIoBuffer(n);
+const give = () => undefined;
+
+interface Pair {
+  server: Socket;
+  client: Socket;
+  /** Resolves with the first `n` bytes the client receives. */
+  receive(n: number): Promise<Buffer>;
+}
+
+const open: (() => void)[] = [];
+afterEach(() => {
+  while (open.length) open.pop()!();
+});
+
+async function socketPair(dir: string): Promise<Pair> {
+  const path = join(dir, 's.sock');
+  const listener = createServer();
+  await new Promise<void>((resolve) => listener.listen(path, resolve));
+  const accepted = new Promise<Socket>((resolve) => listener.once('connection', resolve));
+  const client = connect(path);
+  client.pause(); // the socket fills up until the test starts reading
+  const server = await accepted;
+  open.push(() => {
+    client.destroy();
+    server.destroy();
+    listener.close();
+  });
+  const chunks: Buffer[] = [];
+  let have = 0;
+  return {
+    server,
+    client,
+    receive: (n) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          if (have >= n) {
+            client.off('data', onData);
+            resolve(Buffer.concat(chunks).subarray(0, n));
+          }
+        };
+        const onData = (c: Buffer) => {
+          chunks.push(c);
+          have += c.length;
+          check();
+        };
+        client.on('data', onData);
+        client.once('error', reject);
+        client.resume();
+        check();
+      }),
+  };
+}
+
+const native = nativeFileOps();
+const available = Boolean(native?.sendFile && native.cached);
+
+describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
+  it('the native helper provides cachestat and sendfile (CI builds it)', () => {
+    if (process.env['VMFORGE_REQUIRE_TOOLS'] !== '1' && !available) return;
+    expect(available).toBe(true);
+  });
+
+  it.runIf(available)('sends a small reply whole, without a copy', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'data');
+    const data = pseudoRandom(1, 4 * MiB);
+    writeFileSync(file, data);
+    readFileSync(file); // in the page cache
+    const fd = openSync(file, 'r');
+    open.push(() => closeSync(fd));
+    const pair = await socketPair(dir);
+    const ch = new Channel(pair.server);
+    const header = Buffer.from('HEADER-0123456789ABCDEF-28b!');
+    expect(ch.sendFile(header, { fd, offset: 12345 }, 64 * 1024, take, give)).toBe(true);
+    expect(ch.zeroCopy).toEqual({ replies: 1, bytes: 64 * 1024 });
+    const got = await pair.receive(header.length + 64 * 1024);
+    expect(got.equals(Buffer.concat([header, data.subarray(12345, 12345 + 64 * 1024)]))).toBe(true);
+  });
+
+  it.runIf(available)(
+    'a reply larger than the socket buffer: the rest is queued in order, later replies wait their turn',
+    async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'data');
+      const data = pseudoRandom(2, 8 * MiB);
+      writeFileSync(file, data);
+      readFileSync(file);
+      const fd = openSync(file, 'r');
+      open.push(() => closeSync(fd));
+      const pair = await socketPair(dir);
+      const ch = new Channel(pair.server);
+      const h1 = Buffer.alloc(16, 1);
+      const h2 = Buffer.alloc(28, 2);
+      const h3 = Buffer.alloc(16, 3);
+      // The client is not reading: 3 MiB cannot fit in the default socket buffer.
+      expect(ch.sendFile(h1, { fd, offset: 1000 }, 3 * MiB, take, give)).toBe(true);
+      expect(ch.zeroCopy.bytes).toBeGreaterThan(0);
+      expect(ch.zeroCopy.bytes).toBeLessThan(3 * MiB);
+      // Bytes are queued now: the zero-copy path must step aside, not overtake them.
+      expect(ch.sendFile(h2, { fd, offset: 5 * MiB }, MiB, take, give)).toBe(false);
+      ch.writev([h2, data.subarray(5 * MiB, 6 * MiB)]);
+      ch.write(h3);
+      const expected = Buffer.concat([
+        h1,
+        data.subarray(1000, 1000 + 3 * MiB),
+        h2,
+        data.subarray(5 * MiB, 6 * MiB),
+        h3,
+      ]);
+      const got = await pair.receive(expected.length);
+      expect(got.equals(expected)).toBe(true);
+      expect(ch.zeroCopy.replies).toBe(1);
+    },
+  );
+
+  it.runIf(available)('steps aside when the range is not in the page cache', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'direct');
+    // Written with O_DIRECT: the data goes to the disk, not into the page cache.
+    const buf = allocIoBuffer(MiB);
+    buf.set(pseudoRandom(3, MiB));
+    const wfd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT);
+    writeSync(wfd, buf, 0, MiB, 0);
+    closeSync(wfd);
+    const fd = openSync(file, 'r');
+    open.push(() => closeSync(fd));
+    expect(native!.cached!(fd, 0, MiB)).toBe(0);
+    const pair = await socketPair(dir);
+    const ch = new Channel(pair.server);
+    expect(ch.sendFile(Buffer.alloc(16), { fd, offset: 0 }, MiB, take, give)).toBe(false);
+    expect(ch.zeroCopy.replies).toBe(0);
+  });
+
+  it.runIf(available)('never on a TLS socket (the bytes would bypass the encryption)', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'data');
+    writeFileSync(file, pseudoRandom(4, MiB));
+    readFileSync(file);
+    const fd = openSync(file, 'r');
+    open.push(() => closeSync(fd));
+    const pair = await socketPair(dir);
+    const tls = new TLSSocket(pair.server);
+    open.push(() => tls.destroy());
+    const ch = new Channel(tls);
+    expect(ch.sendFile(Buffer.alloc(16), { fd, offset: 0 }, 4096, take, give)).toBe(false);
+    expect(ch.zeroCopy.replies).toBe(0);
+  });
+});
