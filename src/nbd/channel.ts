@@ -279,6 +279,8 @@ export class Channel {
   ): boolean {
     const native = nativeFileOps();
     if (!native?.sendFile || !native.cached || sendFileUnsupported) return false;
+    // What does not fit in the socket is copied on the event loop; bound that copy.
+    if (length > SEND_FILE_MAX) return false;
     const socket = this.#socket;
     if (this.#closed || socket.destroyed || socket.writableLength > 0 || this.#corked) {
       return false;
@@ -392,6 +394,13 @@ export class Channel {
 }
 
 let sendFileUnsupported = false;
+
+/**
+ * Largest reply sent by sendFile(): its unsent rest is read synchronously, so this bounds the
+ * event loop's stall (2 MiB is qemu-img's request size; nbdcopy's is 256 KiB). Larger replies
+ * take the asynchronous path.
+ */
+const SEND_FILE_MAX = 2 * 1024 * 1024;
 
 /** The descriptor of a plain net.Socket (unix or TCP); undefined for TLS and other streams. */
 function socketFd(socket: Duplex): number | undefined {

@@ -110,17 +110,17 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
       const h1 = Buffer.alloc(16, 1);
       const h2 = Buffer.alloc(28, 2);
       const h3 = Buffer.alloc(16, 3);
-      // The client is not reading: 3 MiB cannot fit in the default socket buffer.
-      expect(ch.sendFile(h1, { fd, offset: 1000 }, 3 * MiB, take, give)).toBe(true);
+      // The client is not reading: 2 MiB cannot fit in the default socket buffer.
+      expect(ch.sendFile(h1, { fd, offset: 1000 }, 2 * MiB, take, give)).toBe(true);
       expect(ch.zeroCopy.bytes).toBeGreaterThan(0);
-      expect(ch.zeroCopy.bytes).toBeLessThan(3 * MiB);
+      expect(ch.zeroCopy.bytes).toBeLessThan(2 * MiB);
       // Bytes are queued now: the zero-copy path must step aside, not overtake them.
       expect(ch.sendFile(h2, { fd, offset: 5 * MiB }, MiB, take, give)).toBe(false);
       ch.writev([h2, data.subarray(5 * MiB, 6 * MiB)]);
       ch.write(h3);
       const expected = Buffer.concat([
         h1,
-        data.subarray(1000, 1000 + 3 * MiB),
+        data.subarray(1000, 1000 + 2 * MiB),
         h2,
         data.subarray(5 * MiB, 6 * MiB),
         h3,
@@ -130,6 +130,19 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
       expect(ch.zeroCopy.replies).toBe(1);
     },
   );
+
+  it.runIf(available)('replies above 2 MiB take the asynchronous path', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'data');
+    writeFileSync(file, pseudoRandom(5, 4 * MiB));
+    readFileSync(file);
+    const fd = openSync(file, 'r');
+    open.push(() => closeSync(fd));
+    const pair = await socketPair(dir);
+    const ch = new Channel(pair.server);
+    expect(ch.sendFile(Buffer.alloc(16), { fd, offset: 0 }, 2 * MiB + 1, take, give)).toBe(false);
+    expect(ch.zeroCopy.replies).toBe(0);
+  });
 
   it.runIf(available)('steps aside when the range is not in the page cache', async () => {
     const dir = await tempDir();
