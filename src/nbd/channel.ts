@@ -7,11 +7,11 @@
 // and pushes back on the peer (TCP/unix socket back-pressure). Outbound, `congested` says the
 // socket's user-space queue is over its limit; callers stop producing until `waitWritable()`.
 
-import { readSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { FileRange } from '../block/device.js';
 import { nativeFileOps } from '../block/native.js';
 import { ProtocolError, VmforgeError } from '../core/index.js';
+import { fileSender, rangeCached, readRangeSync, socketFd } from './file-send.js';
 import { FrameReader } from './frame-reader.js';
 
 /** The peer closed the connection (cleanly or not) while we were waiting for bytes. */
@@ -58,6 +58,19 @@ export class Channel {
   #corked = false;
   /** Replies and data bytes that left through sendFile() (for -v and tests). */
   readonly zeroCopy = { replies: 0, bytes: 0 };
+  /**
+   * Output waits in #held, in order, until a write callback calls #pump(): set while a sendFile
+   * reply waits for the socket to drain (#tail), or while bytes queued in Node must reach the
+   * kernel before the next sendfile.
+   */
+  #blocked = false;
+  #held: Held[] = [];
+  #heldBytes = 0;
+  /** The unsent rest of a sendFile reply. */
+  #tail: FileItem | undefined;
+  /** end() arrived while output was held. */
+  #ending = false;
+  #idleWaiters: (() => void)[] = [];
   #detach: () => void = () => undefined;
 
   constructor(socket: Duplex, options: ChannelOptions = {}) {
@@ -94,7 +107,9 @@ export class Channel {
       this.#ended = true;
       this.#closed = true;
       this.#wake();
+      this.#dropHeld();
       for (const w of this.#drainWaiters.splice(0)) w();
+      for (const w of this.#idleWaiters.splice(0)) w();
       for (const w of this.#closeWaiters.splice(0)) w();
     };
     const onDrain = () => {
@@ -230,6 +245,7 @@ export class Channel {
   /** Queue bytes for sending. Never blocks; check `congested` to apply back-pressure. */
   write(buf: Uint8Array, sent?: () => void): void {
     if (this.#closed || this.#socket.destroyed) return;
+    if (this.#blocked) return this.#hold({ bufs: [buf], sent, bytes: buf.length });
     // Small messages written in the same tick (replies completing together) leave in one
     // writev instead of one syscall each.
     if (buf.length < CORK_BELOW && !this.#corked) {
@@ -251,6 +267,14 @@ export class Channel {
    */
   writev(bufs: readonly Uint8Array[], sent?: () => void): void {
     if (this.#closed || this.#socket.destroyed) return;
+    if (this.#blocked) {
+      const bytes = bufs.reduce((n, b) => n + b.length, 0);
+      return this.#hold({ bufs, sent, bytes });
+    }
+    this.#writeNow(bufs, sent);
+  }
+
+  #writeNow(bufs: readonly Uint8Array[], sent: (() => void) | undefined): void {
     const last = bufs.length - 1;
     const corked = last > 0;
     if (corked) this.#socket.cork();
@@ -264,11 +288,13 @@ export class Channel {
   /**
    * Send `header` followed by `length` bytes of a host file without copying them through a
    * buffer: the kernel passes page-cache pages to the socket (sendfile(2)). Only on a plain
-   * socket (not TLS) with nothing queued before it (the bytes go straight to the kernel, so
-   * anything queued in Node would be overtaken), and only when the whole range is in the page
-   * cache (sendfile runs on the event loop and must not wait for the disk). What does not fit in
-   * the socket is read from the page cache and queued as usual, in order. Returns false, having
-   * sent nothing, when the reply must take the normal path.
+   * socket (not TLS) and only for ranges wholly in the page cache (sendfile runs on the event
+   * loop and must not wait for the disk). The bytes go straight to the kernel, so they must not
+   * overtake bytes queued in Node: when some are, the reply waits in order (#held) until they
+   * have drained. When the socket fills mid-reply, a small slice is queued in libuv; its
+   * completion means the socket has room again and the reply continues with sendfile, while
+   * later output waits behind it. Returns false, having queued nothing, when the reply must
+   * take the normal path.
    */
   sendFile(
     header: Uint8Array,
@@ -277,49 +303,110 @@ export class Channel {
     take: (size: number) => Uint8Array,
     give: (buf: Uint8Array) => void,
   ): boolean {
-    const native = nativeFileOps();
-    if (!native?.sendFile || !native.cached || sendFileUnsupported) return false;
-    // What does not fit in the socket is copied on the event loop; bound that copy.
-    if (length > SEND_FILE_MAX) return false;
+    const sender = fileSender();
+    if (!sender || length > SEND_FILE_MAX) return false;
     const socket = this.#socket;
-    if (this.#closed || socket.destroyed || socket.writableLength > 0 || this.#corked) {
-      return false;
-    }
-    const sockfd = socketFd(socket);
-    if (sockfd === undefined) return false;
-    const cached = native.cached(file.fd, file.offset, length);
-    if (cached !== 1) {
-      if (cached === -1) sendFileUnsupported = true;
-      return false;
-    }
-    const sent = native.sendFile(sockfd, header, file.fd, file.offset, length);
-    if (sent <= 0) return false;
-    if (sent < header.length) socket.write(header.subarray(sent));
-    const done = Math.max(0, sent - header.length);
+    if (this.#closed || socket.destroyed || socketFd(socket) === undefined) return false;
+    if (!rangeCached(sender, file, length)) return false;
+    const item: FileItem = { header, file, length, take, give };
     this.zeroCopy.replies++;
-    this.zeroCopy.bytes += done;
-    if (done < length) {
-      // The socket is full: the rest goes through the write queue, read right now so that it
-      // keeps its place in the stream. The range was cached a moment ago, so this is a copy
-      // from the page cache, not a wait for the disk.
-      const rest = take(length - done);
-      let got = 0;
-      try {
-        while (got < rest.length) {
-          const n = readSync(file.fd, rest, got, rest.length - got, file.offset + done + got);
-          if (n === 0) break;
-          got += n;
-        }
-      } catch {
-        // The header promised these bytes; after part of them, the stream cannot recover.
-        give(rest);
-        this.destroy();
-        return true;
-      }
-      rest.fill(0, got); // past the end of the file reads as zeros
-      socket.write(rest, () => give(rest));
+    if (this.#blocked) {
+      this.#hold({ item, bytes: header.length + length });
+    } else if (socket.writableLength > 0 || this.#corked) {
+      this.#hold({ item, bytes: header.length + length });
+      this.#blockUntilDrained();
+    } else if (!this.#sendNow(item)) {
+      this.zeroCopy.replies--;
+      return false; // the socket failed before a byte left: the normal path reports it
     }
     return true;
+  }
+
+  /**
+   * sendfile as much of `item` as the socket takes now; nothing may be queued in Node. If the
+   * socket fills, queue a slice and block until it is written. False if the socket failed
+   * before anything was sent.
+   */
+  #sendNow(item: FileItem): boolean {
+    const socket = this.#socket;
+    const sockfd = socketFd(socket);
+    const sender = fileSender();
+    if (sockfd === undefined || !sender) return false;
+    const { header, file, length } = item;
+    const sent = sender.sendFile(sockfd, header, file.fd, file.offset, length);
+    if (sent < 0) return false;
+    const done = Math.max(0, sent - header.length);
+    this.zeroCopy.bytes += done;
+    if (done === length && sent >= header.length) return true;
+    // The socket is full. The next slice goes through libuv, which waits for room; the rest
+    // follows by sendfile when that write completes (#pump).
+    const n = Math.min(SLICE, length - done);
+    const slice = item.take(n);
+    try {
+      readRangeSync(file.fd, slice, file.offset + done);
+    } catch {
+      // The header is out and promised these bytes: the stream cannot recover.
+      item.give(slice);
+      this.destroy();
+      return true;
+    }
+    const rest = length - done - n;
+    if (rest > 0) {
+      this.#tail = {
+        ...item,
+        header: EMPTY,
+        file: { fd: file.fd, offset: file.offset + done + n },
+        length: rest,
+      };
+      this.#blocked = true;
+    }
+    const bufs = sent < header.length ? [header.subarray(Math.max(0, sent)), slice] : [slice];
+    this.#writeNow(bufs, () => {
+      item.give(slice);
+      if (rest > 0) this.#pump();
+    });
+    return true;
+  }
+
+  #hold(h: Held): void {
+    this.#held.push(h);
+    this.#heldBytes += h.bytes;
+  }
+
+  /** Block output until everything queued in Node has reached the kernel, then #pump(). */
+  #blockUntilDrained(): void {
+    this.#blocked = true;
+    // An empty write's callback runs once every earlier write has been handed to the kernel.
+    this.#socket.write(EMPTY, (err) => !err && this.#pump());
+  }
+
+  /** Release held output in order, until it is all out or a sendfile blocks again. */
+  #pump(): void {
+    this.#blocked = false;
+    const socket = this.#socket;
+    if (this.#closed || socket.destroyed) return this.#dropHeld();
+    const tail = this.#tail;
+    this.#tail = undefined;
+    if (tail && !this.#sendNow(tail)) return this.destroy();
+    while (!this.#blocked && this.#held.length > 0) {
+      const next = this.#held[0]!;
+      if ('item' in next && socket.writableLength > 0) return this.#blockUntilDrained();
+      this.#held.shift();
+      this.#heldBytes -= next.bytes;
+      if (!('item' in next)) this.#writeNow(next.bufs, next.sent);
+      else if (!this.#sendNow(next.item)) return this.destroy();
+    }
+    if (this.#blocked) return;
+    if (!this.congested) for (const w of this.#drainWaiters.splice(0)) w();
+    for (const w of this.#idleWaiters.splice(0)) w();
+    if (this.#ending) socket.end();
+  }
+
+  #dropHeld(): void {
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#tail = undefined;
+    this.#blocked = false;
   }
 
   /**
@@ -332,7 +419,7 @@ export class Channel {
   }
 
   get congested(): boolean {
-    return this.#socket.writableLength > this.#writeHighWater;
+    return this.#socket.writableLength + this.#heldBytes > this.#writeHighWater;
   }
 
   /** Resolve once queued outbound bytes fall below the limit (or the socket closed). */
@@ -343,6 +430,11 @@ export class Channel {
 
   /** Resolve once everything queued has been handed to the kernel (or the socket is gone). */
   flushed(): Promise<void> {
+    if (this.#blocked && !this.#closed) {
+      return new Promise<void>((resolve) => this.#idleWaiters.push(resolve)).then(() =>
+        this.flushed(),
+      );
+    }
     if (this.#socket.writableLength === 0 || this.#closed || this.#socket.destroyed) {
       return Promise.resolve();
     }
@@ -380,10 +472,12 @@ export class Channel {
 
   /** Half-close after queued writes (graceful). */
   end(): void {
-    if (!this.#socket.destroyed) this.#socket.end();
+    if (this.#blocked) this.#ending = true;
+    else if (!this.#socket.destroyed) this.#socket.end();
   }
 
   destroy(): void {
+    this.#dropHeld();
     // Corked replies (an error reply sent just before hanging up) still get their chance.
     if (this.#corked) {
       this.#corked = false;
@@ -393,18 +487,26 @@ export class Channel {
   }
 }
 
-let sendFileUnsupported = false;
-
 /**
- * Largest reply sent by sendFile(): its unsent rest is read synchronously, so this bounds the
- * event loop's stall (2 MiB is qemu-img's request size; nbdcopy's is 256 KiB). Larger replies
- * take the asynchronous path.
+ * Largest reply sent by sendFile(); larger ones take the asynchronous path (2 MiB is qemu-img's
+ * request size, nbdcopy's is 256 KiB).
  */
 const SEND_FILE_MAX = 2 * 1024 * 1024;
 
-/** The descriptor of a plain net.Socket (unix or TCP); undefined for TLS and other streams. */
-function socketFd(socket: Duplex): number | undefined {
-  if ((socket as { encrypted?: boolean }).encrypted) return undefined;
-  const fd = (socket as { _handle?: { fd?: unknown } | null })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+/** What waits in libuv's queue while the socket drains in the middle of a sendFile reply. */
+const SLICE = 64 * 1024;
+
+const EMPTY = new Uint8Array(0);
+
+interface FileItem {
+  header: Uint8Array;
+  file: FileRange;
+  length: number;
+  take: (size: number) => Uint8Array;
+  give: (buf: Uint8Array) => void;
 }
+
+/** Output held back while #blocked: buffers, or a sendFile reply. */
+type Held =
+  | { bufs: readonly Uint8Array[]; sent: (() => void) | undefined; bytes: number }
+  | { item: FileItem; bytes: number };

@@ -96,7 +96,7 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   });
 
   it.runIf(available)(
-    'a reply larger than the socket buffer: the rest is queued in order, later replies wait their turn',
+    'a reply larger than the socket buffer continues by sendfile as the socket drains; later output waits in order',
     async () => {
       const dir = await tempDir();
       const file = join(dir, 'data');
@@ -110,24 +110,58 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
       const h1 = Buffer.alloc(16, 1);
       const h2 = Buffer.alloc(28, 2);
       const h3 = Buffer.alloc(16, 3);
+      const h4 = Buffer.alloc(28, 4);
       // The client is not reading: 2 MiB cannot fit in the default socket buffer.
       expect(ch.sendFile(h1, { fd, offset: 1000 }, 2 * MiB, take, give)).toBe(true);
       expect(ch.zeroCopy.bytes).toBeGreaterThan(0);
       expect(ch.zeroCopy.bytes).toBeLessThan(2 * MiB);
-      // Bytes are queued now: the zero-copy path must step aside, not overtake them.
-      expect(ch.sendFile(h2, { fd, offset: 5 * MiB }, MiB, take, give)).toBe(false);
-      ch.writev([h2, data.subarray(5 * MiB, 6 * MiB)]);
+      // The first reply is not all out: what follows is held back, in order.
+      expect(ch.sendFile(h2, { fd, offset: 5 * MiB }, MiB, take, give)).toBe(true);
       ch.write(h3);
+      ch.writev([h4, data.subarray(7 * MiB, 7 * MiB + 100)]);
+      expect(ch.congested).toBe(false);
+      const flushed = ch.flushed();
       const expected = Buffer.concat([
         h1,
         data.subarray(1000, 1000 + 2 * MiB),
         h2,
         data.subarray(5 * MiB, 6 * MiB),
         h3,
+        h4,
+        data.subarray(7 * MiB, 7 * MiB + 100),
       ]);
       const got = await pair.receive(expected.length);
       expect(got.equals(expected)).toBe(true);
-      expect(ch.zeroCopy.replies).toBe(1);
+      await flushed;
+      expect(ch.zeroCopy.replies).toBe(2);
+      // Only the 64 KiB slices that waited for room were copied.
+      expect(ch.zeroCopy.bytes).toBeGreaterThan(3 * MiB - 16 * 64 * 1024);
+    },
+  );
+
+  it.runIf(available)(
+    'a reply waits for bytes already queued in Node, then goes by sendfile',
+    async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'data');
+      const data = pseudoRandom(6, 2 * MiB);
+      writeFileSync(file, data);
+      readFileSync(file);
+      const fd = openSync(file, 'r');
+      open.push(() => closeSync(fd));
+      const pair = await socketPair(dir);
+      const ch = new Channel(pair.server);
+      const queued = pseudoRandom(7, 3 * MiB); // more than the socket holds: stays in Node's queue
+      ch.writev([queued]);
+      expect(pair.server.writableLength).toBeGreaterThan(0);
+      const h = Buffer.alloc(16, 9);
+      expect(ch.sendFile(h, { fd, offset: 4096 }, MiB, take, give)).toBe(true);
+      ch.end(); // deferred until the held reply is out
+      const expected = Buffer.concat([queued, h, data.subarray(4096, 4096 + MiB)]);
+      const got = await pair.receive(expected.length);
+      expect(got.equals(expected)).toBe(true);
+      await new Promise<void>((resolve) => pair.client.once('end', resolve).resume());
+      expect(ch.zeroCopy.bytes).toBeGreaterThan(MiB / 2);
     },
   );
 
