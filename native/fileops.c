@@ -157,7 +157,8 @@ static napi_value page_offset(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* cachestat(2), Linux >= 6.5; the number is 451 on every architecture (asm-generic). */
+/* cachestat(2), Linux >= 6.5; 451 in the unified syscall table (x86, arm, arm64, riscv, ...;
+ * elsewhere the call fails with ENOSYS and the caller stops using it). */
 #ifndef SYS_cachestat
 #define SYS_cachestat 451
 #endif
@@ -170,7 +171,8 @@ struct vmforge_cachestat {
 
 /*
  * cached(fd, offset, length) -> 1 when every page of the range is in the page cache, 0 when
- * some page is not, -1 when the kernel has no cachestat() (the caller stops asking).
+ * some page is not, -1 when cachestat() fails (no such call, or not allowed: the caller stops
+ * asking).
  */
 static napi_value cached(napi_env env, napi_callback_info info) {
   int64_t fd, off, len;
@@ -183,7 +185,7 @@ static napi_value cached(napi_env env, napi_callback_info info) {
     if (syscall(SYS_cachestat, (int)fd, &range, &cs, 0) == 0) {
       uint64_t pages = (uint64_t)((off + len + page - 1) / page - off / page);
       result = cs.nr_cache >= pages ? 1 : 0;
-    } else if (errno == ENOSYS) {
+    } else {
       result = -1;
     }
   }
@@ -192,62 +194,60 @@ static napi_value cached(napi_env env, napi_callback_info info) {
 }
 
 /*
- * sendFile(sockfd, header, fd, offset, length) -> bytes of header and data sent, never blocking
- * (MSG_DONTWAIT; the socket is non-blocking as libuv made it); -errno when the socket failed
- * before anything was sent. The header goes first with MSG_MORE, then sendfile() of the file
- * range until it is all sent or the socket is full. The caller sends whatever is left.
+ * sendFileRange(sockfd, header, fd, offset, length, out: Float64Array(2)) -> undefined; out[0] = bytes
+ * of header and data sent, out[1] = 0, or the errno that stopped it other than EAGAIN (a full
+ * socket is not an error: the caller continues when it drains). Never blocks on the socket
+ * (MSG_DONTWAIT; libuv made it non-blocking). The header goes first with MSG_MORE, then
+ * sendfile() of the file range. SIGPIPE cannot stop the process: Node ignores it.
  */
 static napi_value send_file(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_value out;
-  double result = -EINVAL;
+  size_t argc = 6;
+  napi_value argv[6];
   int32_t sock, fd;
   double offd, lend;
-  napi_typedarray_type type;
-  size_t hlen, byte_offset;
-  void *hdr;
+  napi_typedarray_type type, otype;
+  size_t hlen, olen, byte_offset;
+  void *hdr, *outp;
   napi_value ab;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 5 &&
-      napi_get_value_int32(env, argv[0], &sock) == napi_ok &&
-      napi_get_typedarray_info(env, argv[1], &type, &hlen, &hdr, &ab, &byte_offset) ==
-          napi_ok &&
-      type == napi_uint8_array && napi_get_value_int32(env, argv[2], &fd) == napi_ok &&
-      napi_get_value_double(env, argv[3], &offd) == napi_ok &&
-      napi_get_value_double(env, argv[4], &lend) == napi_ok && offd >= 0 && lend >= 0) {
-    size_t sent = 0;
-    int err = 0;
-    while (sent < hlen) {
-      ssize_t n = send(sock, (char *)hdr + sent, hlen - sent, MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_value_int32(env, argv[0], &sock) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &hlen, &hdr, &ab, &byte_offset) != napi_ok ||
+      type != napi_uint8_array || napi_get_value_int32(env, argv[2], &fd) != napi_ok ||
+      napi_get_value_double(env, argv[3], &offd) != napi_ok ||
+      napi_get_value_double(env, argv[4], &lend) != napi_ok || offd < 0 || lend < 0 ||
+      napi_get_typedarray_info(env, argv[5], &otype, &olen, &outp, &ab, &byte_offset) != napi_ok ||
+      otype != napi_float64_array || olen < 2)
+    return NULL;
+  double *out = (double *)outp;
+  size_t sent = 0;
+  int err = 0;
+  while (sent < hlen) {
+    ssize_t n = send(sock, (char *)hdr + sent, hlen - sent, MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    sent += (size_t)n;
+  }
+  if (sent == hlen) {
+    off_t pos = (off_t)offd;
+    size_t left = (size_t)lend;
+    while (left > 0) {
+      ssize_t n = sendfile(sock, fd, &pos, left);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         err = errno;
         break;
       }
+      if (n == 0) break; /* end of file: the caller sends the rest (zeros) */
       sent += (size_t)n;
+      left -= (size_t)n;
     }
-    if (sent == hlen) {
-      off_t pos = (off_t)offd;
-      size_t left = (size_t)lend;
-      while (left > 0) {
-        ssize_t n = sendfile(sock, fd, &pos, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          err = errno;
-          break;
-        }
-        if (n == 0) break; /* end of file: the caller sends the rest (zeros) */
-        sent += (size_t)n;
-        left -= (size_t)n;
-      }
-    }
-    if (sent == 0 && err != 0 && err != EAGAIN && err != EWOULDBLOCK)
-      result = -(double)err;
-    else
-      result = (double)sent;
   }
-  napi_create_double(env, result, &out);
-  return out;
+  out[0] = (double)sent;
+  out[1] = (err == EAGAIN || err == EWOULDBLOCK) ? 0 : (double)err;
+  return NULL;
 }
 
 /* setSendBuffer(sockfd, bytes) -> the send buffer size now in effect (SO_SNDBUF), -1 on error. */
@@ -282,7 +282,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
       {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_default, NULL},
       {"cached", NULL, cached, NULL, NULL, NULL, napi_default, NULL},
-      {"sendFile", NULL, send_file, NULL, NULL, NULL, napi_default, NULL},
+      {"sendFileRange", NULL, send_file, NULL, NULL, NULL, napi_default, NULL},
       {"setSendBuffer", NULL, set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

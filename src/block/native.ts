@@ -21,11 +21,18 @@ export interface NativeFileOps {
    */
   cached?(fd: number, offset: number, length: number): number;
   /**
-   * Non-blocking send of `header` then sendfile() of the file range to a socket: bytes sent
-   * (header included; fewer than asked when the socket is full), or -errno if the socket failed
-   * before anything was sent. Absent in older builds.
+   * Non-blocking send of `header` then sendfile() of the file range to a socket. Writes to
+   * `out`: [bytes sent (header included; fewer than asked when the socket is full), errno that
+   * stopped it (0 for none or a full socket)]. Absent in older builds.
    */
-  sendFile?(sockfd: number, header: Uint8Array, fd: number, offset: number, length: number): number;
+  sendFileRange?(
+    sockfd: number,
+    header: Uint8Array,
+    fd: number,
+    offset: number,
+    length: number,
+    out: Float64Array,
+  ): void;
   /** Raise SO_SNDBUF to `bytes` (the kernel caps it); the size in effect, or -1. */
   setSendBuffer?(sockfd: number, bytes: number): number;
 }

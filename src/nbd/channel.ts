@@ -11,7 +11,15 @@ import type { Duplex } from 'node:stream';
 import type { FileRange } from '../block/device.js';
 import { nativeFileOps } from '../block/native.js';
 import { ProtocolError, VmforgeError } from '../core/index.js';
-import { fileSender, rangeCached, readRangeSync, socketFd } from './file-send.js';
+import { read as readAsync } from 'node:fs';
+import {
+  fileSender,
+  fileUsable,
+  rangeCached,
+  readRangeSync,
+  sendRange,
+  socketFd,
+} from './file-send.js';
 import { FrameReader } from './frame-reader.js';
 
 /** The peer closed the connection (cleanly or not) while we were waiting for bytes. */
@@ -304,7 +312,7 @@ export class Channel {
     give: (buf: Uint8Array) => void,
   ): boolean {
     const sender = fileSender();
-    if (!sender || length > SEND_FILE_MAX) return false;
+    if (!sender || length > SEND_FILE_MAX || !fileUsable(file.fd)) return false;
     const socket = this.#socket;
     if (this.#closed || socket.destroyed || socketFd(socket) === undefined) return false;
     if (!rangeCached(sender, file, length)) return false;
@@ -315,57 +323,96 @@ export class Channel {
     } else if (socket.writableLength > 0 || this.#corked) {
       this.#hold({ item, bytes: header.length + length });
       this.#blockUntilDrained();
-    } else if (!this.#sendNow(item)) {
+    } else if (!this.#sendNow(item, true)) {
       this.zeroCopy.replies--;
-      return false; // the socket failed before a byte left: the normal path reports it
+      return false; // failed before a byte left: the normal path reads and reports
     }
     return true;
   }
 
   /**
    * sendfile as much of `item` as the socket takes now; nothing may be queued in Node. If the
-   * socket fills, queue a slice and block until it is written. False if the socket failed
-   * before anything was sent.
+   * socket fills, queue a slice and block until it is written. If sendfile fails, the rest is
+   * copied (or, when `first` and nothing was sent, false is returned for the normal path).
    */
-  #sendNow(item: FileItem): boolean {
+  #sendNow(item: FileItem, first = false): boolean {
     const socket = this.#socket;
     const sockfd = socketFd(socket);
     const sender = fileSender();
     if (sockfd === undefined || !sender) return false;
     const { header, file, length } = item;
-    const sent = sender.sendFile(sockfd, header, file.fd, file.offset, length);
-    if (sent < 0) return false;
+    const { sent, errno } = sendRange(sender, sockfd, header, file, length);
+    if (errno !== 0 && sent === 0 && first) return false;
     const done = Math.max(0, sent - header.length);
+    const headerLeft = sent < header.length ? header.subarray(sent) : EMPTY;
     this.zeroCopy.bytes += done;
-    if (done === length && sent >= header.length) return true;
+    if (done === length && headerLeft.length === 0) return true;
+    if (errno !== 0) {
+      // sendfile failed on the file (then it is not tried on it again) or on the socket (then
+      // this write fails too and the connection closes): the rest, at most 2 MiB, is copied.
+      const rest = item.take(length - done);
+      if (!this.#readOrDestroy(item, rest, file.offset + done)) return true;
+      this.#writeNow([headerLeft, rest], () => item.give(rest));
+      return true;
+    }
     // The socket is full. The next slice goes through libuv, which waits for room; the rest
     // follows by sendfile when that write completes (#pump).
     const n = Math.min(SLICE, length - done);
-    const slice = item.take(n);
-    try {
-      readRangeSync(file.fd, slice, file.offset + done);
-    } catch {
-      // The header is out and promised these bytes: the stream cannot recover.
-      item.give(slice);
-      this.destroy();
-      return true;
-    }
+    const slice = item.take(SLICE); // one size for the pool, whatever n is
+    if (!this.#readOrDestroy(item, slice.subarray(0, n), file.offset + done)) return true;
     const rest = length - done - n;
     if (rest > 0) {
-      this.#tail = {
-        ...item,
-        header: EMPTY,
-        file: { fd: file.fd, offset: file.offset + done + n },
-        length: rest,
-      };
+      const offset = file.offset + done + n;
+      this.#tail = { ...item, header: EMPTY, file: { fd: file.fd, offset }, length: rest };
+      this.#heldBytes += rest;
       this.#blocked = true;
     }
-    const bufs = sent < header.length ? [header.subarray(Math.max(0, sent)), slice] : [slice];
-    this.#writeNow(bufs, () => {
+    this.#writeNow([headerLeft, slice.subarray(0, n)], () => {
       item.give(slice);
       if (rest > 0) this.#pump();
     });
     return true;
+  }
+
+  /** Fill `buf` from the page cache; on a read error the stream is lost (destroy), false. */
+  #readOrDestroy(item: FileItem, buf: Uint8Array, offset: number): boolean {
+    try {
+      readRangeSync(item.file.fd, buf, offset);
+      return true;
+    } catch {
+      // The header may be out and promised these bytes: the stream cannot recover.
+      item.give(buf);
+      this.destroy();
+      return false;
+    }
+  }
+
+  /**
+   * A held reply whose range left the page cache meanwhile: read it on the thread pool (not
+   * on the event loop) and send it, with output still held behind it.
+   */
+  #sendRead(item: FileItem): void {
+    this.#blocked = true;
+    const buf = item.take(item.length);
+    const step = (got: number): void => {
+      if (got === buf.length) {
+        this.#writeNow([item.header, buf], () => item.give(buf));
+        this.#pump();
+        return;
+      }
+      readAsync(item.file.fd, buf, got, buf.length - got, item.file.offset + got, (err, n) => {
+        if (err) {
+          item.give(buf);
+          this.destroy();
+        } else if (n === 0) {
+          buf.fill(0, got); // past the end of the file reads as zeros
+          step(buf.length);
+        } else {
+          step(got + n);
+        }
+      });
+    };
+    step(0);
   }
 
   #hold(h: Held): void {
@@ -386,20 +433,31 @@ export class Channel {
     const socket = this.#socket;
     if (this.#closed || socket.destroyed) return this.#dropHeld();
     const tail = this.#tail;
-    this.#tail = undefined;
-    if (tail && !this.#sendNow(tail)) return this.destroy();
-    while (!this.#blocked && this.#held.length > 0) {
+    if (tail) {
+      this.#tail = undefined;
+      this.#heldBytes -= tail.length;
+      if (!this.#sendNow(tail)) this.#sendRead(tail);
+    }
+    while (!this.#blocked && this.#held.length > 0 && !socket.destroyed) {
       const next = this.#held[0]!;
-      if ('item' in next && socket.writableLength > 0) return this.#blockUntilDrained();
+      if ('item' in next && socket.writableLength > 0) {
+        this.#blockUntilDrained();
+        break;
+      }
       this.#held.shift();
       this.#heldBytes -= next.bytes;
-      if (!('item' in next)) this.#writeNow(next.bufs, next.sent);
-      else if (!this.#sendNow(next.item)) return this.destroy();
+      if (!('item' in next)) {
+        this.#writeNow(next.bufs, next.sent);
+        continue;
+      }
+      const sender = fileSender();
+      const ready = sender && rangeCached(sender, next.item.file, next.item.length);
+      if (!ready || !this.#sendNow(next.item)) this.#sendRead(next.item);
     }
-    if (this.#blocked) return;
     if (!this.congested) for (const w of this.#drainWaiters.splice(0)) w();
+    if (this.#blocked) return;
     for (const w of this.#idleWaiters.splice(0)) w();
-    if (this.#ending) socket.end();
+    if (this.#ending && !socket.destroyed) socket.end();
   }
 
   #dropHeld(): void {
@@ -411,11 +469,14 @@ export class Channel {
 
   /**
    * Let the kernel buffer up to `bytes` for this socket (SO_SNDBUF, capped by the system), so
-   * that sendFile() can hand over whole replies. Plain sockets with the native helper only.
+   * that sendFile() can hand over whole replies. Plain unix sockets with the native helper only
+   * (TCP sizes its buffer itself unless SO_SNDBUF is set).
    */
   growSendBuffer(bytes: number): void {
-    const fd = socketFd(this.#socket);
-    if (fd !== undefined) nativeFileOps()?.setSendBuffer?.(fd, bytes);
+    const socket = this.#socket as Duplex & { remoteAddress?: string };
+    const fd = socketFd(socket);
+    if (fd === undefined || typeof socket.remoteAddress === 'string') return;
+    nativeFileOps()?.setSendBuffer?.(fd, bytes);
   }
 
   get congested(): boolean {

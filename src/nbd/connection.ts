@@ -190,8 +190,9 @@ export class NbdServerConnection implements ReplySink {
     };
     const ch = this.#ch;
     // Room in the kernel for whole READ replies, so that sendFile() hands most of them over
-    // without a copy (the default 208 KiB fills with one 256 KiB nbdcopy request).
-    if (device.fileRange) ch.growSendBuffer(SEND_BUFFER);
+    // in one go (the default 208 KiB fills with one 256 KiB nbdcopy request). Unix sockets
+    // only: on TCP a fixed SO_SNDBUF would switch off the kernel's own buffer sizing.
+    if (device.size > 0 && device.fileRange?.(0, 1)) ch.growSendBuffer(SEND_BUFFER);
     for (;;) {
       while ((this.#inflight >= this.#cfg.maxInFlight || ch.congested) && !this.#stopping()) {
         await this.#waitSlot();

@@ -123,8 +123,11 @@ export class NbdServer {
   /** Start listening. Errors read like qemu's (util/qemu-sockets.c). */
   async listen(address: ListenAddress): Promise<BoundAddress> {
     if (this.#state !== 'open') throw new InvalidArgumentError('NBD server is closed');
-    const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) =>
-      this.#accept(socket),
+    // allowHalfOpen: a client may shut its side after NBD_CMD_DISC (libnbd does) and must still
+    // get the replies to what it sent before (proto.md); the connection ends its side itself.
+    const server = net.createServer(
+      { noDelay: true, pauseOnConnect: false, allowHalfOpen: true },
+      (socket) => this.#accept(socket),
     );
     server.on('error', (err) => this.#log('error', `listener error: ${err.message}`));
     if (address.kind === 'unix') {

@@ -127,7 +127,7 @@ function zeroCopyBytes(log: string): number {
 
 describeWithTools(['nbdcopy'], 'vmforge-nbd zero-copy READ replies (sendfile)', () => {
   it('the native helper with sendfile support is built (it is what makes reads zero-copy)', () => {
-    expect(nativeFileOps()?.sendFile).toBeTypeOf('function');
+    expect(nativeFileOps()?.sendFileRange).toBeTypeOf('function');
   });
 
   it('libnbd reads equal the file: structured and simple replies, DF, unix and TCP, after writes', async () => {
@@ -180,6 +180,46 @@ describeWithTools(['nbdcopy'], 'vmforge-nbd zero-copy READ replies (sendfile)', 
     }
     await unix.stop();
     expect(zeroCopyBytes(unix.stderr())).toBeGreaterThan(SIZE);
+  });
+
+  it('requests sent before NBD_CMD_DISC all get their replies, though libnbd shuts its side', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'disk.raw');
+    const content = await makeDisk(file);
+    const [, uris] = await serve(file);
+    const script = `
+import hashlib, json, sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+size = int(sys.argv[2])
+done = {}
+bufs = []
+for i in range(12):
+    n = 2097152 if i % 2 == 0 else 262144
+    b = nbd.Buffer(n)
+    def cb(err, i=i):
+        done[i] = err.value if hasattr(err, 'value') else err
+        return 1
+    h.aio_pread(b, (i * 1999999) % (size - n), completion=cb)
+    bufs.append((b, (i * 1999999) % (size - n), n))
+h.aio_disconnect()
+while not (h.aio_is_closed() or h.aio_is_dead()):
+    h.poll(-1)
+print(json.dumps({'dead': h.aio_is_dead(), 'errors': [done.get(i) for i in range(12)],
+  'sha': [hashlib.sha256(bytes(b.to_bytearray())).hexdigest() for b, _, _ in bufs],
+  'ranges': [[o, n] for _, o, n in bufs]}))
+`;
+    for (const uri of uris) {
+      const r = await python<{
+        dead: boolean;
+        errors: number[];
+        sha: string[];
+        ranges: [number, number][];
+      }>(script, [uri, String(SIZE)]);
+      expect(r.dead, uri).toBe(false);
+      expect(r.errors, uri).toEqual(Array.from({ length: 12 }, () => 0));
+      expect(r.sha, uri).toEqual(r.ranges.map(([o, n]) => sha(content.subarray(o, o + n))));
+    }
   });
 
   it('-o OFFSET: the window starts OFFSET bytes into the file', async () => {

@@ -70,7 +70,7 @@ async function socketPair(dir: string): Promise<Pair> {
 }
 
 const native = nativeFileOps();
-const available = Boolean(native?.sendFile && native.cached);
+const available = Boolean(native?.sendFileRange && native.cached);
 
 describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   it('the native helper provides cachestat and sendfile (CI builds it)', () => {
@@ -195,6 +195,27 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
     expect(ch.sendFile(Buffer.alloc(16), { fd, offset: 0 }, MiB, take, give)).toBe(false);
     expect(ch.zeroCopy.replies).toBe(0);
   });
+
+  it.runIf(available)(
+    'sendfile failing on the file side: nothing sent, the normal path takes over, and that file is not tried again',
+    async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'data');
+      writeFileSync(file, pseudoRandom(8, MiB));
+      readFileSync(file);
+      // Write-only: sendfile cannot read from it (EBADF), while cachestat still answers.
+      const fd = openSync(file, 'w');
+      open.push(() => closeSync(fd));
+      const pair = await socketPair(dir);
+      const ch = new Channel(pair.server);
+      const h = Buffer.alloc(16, 5);
+      expect(ch.sendFile(h, { fd, offset: 0 }, 65536, take, give)).toBe(false);
+      expect(ch.sendFile(h, { fd, offset: 0 }, 65536, take, give)).toBe(false);
+      expect(ch.zeroCopy).toEqual({ replies: 0, bytes: 0 });
+      ch.write(h); // the stream is intact: the header never left
+      expect((await pair.receive(16)).equals(h)).toBe(true);
+    },
+  );
 
   it.runIf(available)('never on a TLS socket (the bytes would bypass the encryption)', async () => {
     const dir = await tempDir();

@@ -303,7 +303,9 @@ describe('vmforge client against vmforge server (unix socket)', () => {
             now -= buf.length;
           };
         }
-        return Reflect.get(target, prop);
+        // Methods run on the device itself (they use its private fields).
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
       },
     });
     const dir = await tempDir();
