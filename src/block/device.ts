@@ -111,10 +111,14 @@ export interface BlockDevice {
 
   /**
    * Where guest bytes [offset, offset+length) lie as one contiguous range of a host file, when
-   * they read exactly as that file's bytes (a raw image); undefined otherwise. For zero-copy
-   * sends (NBD READ replies with sendfile()); never needed for correctness.
+   * they read exactly as that file's bytes (a raw image, a read-only qcow2's data clusters);
+   * undefined otherwise. For zero-copy sends (NBD READ replies with sendfile()); never needed
+   * for correctness.
    */
-  fileRange?(offset: number, length: number): FileRange | undefined;
+  fileRange?(
+    offset: number,
+    length: number,
+  ): FileRange | undefined | Promise<FileRange | undefined>;
 
   /** Flush, release locks and handles; the backing chain is closed too. Idempotent. */
   close(): Promise<void>;

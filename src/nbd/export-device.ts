@@ -119,7 +119,10 @@ export class ExportDevice implements BlockDevice {
     return requested === true || this.#cache === 'writethrough' || this.#cache === 'directsync';
   }
 
-  fileRange(offset: number, length: number): FileRange | undefined {
+  fileRange(
+    offset: number,
+    length: number,
+  ): FileRange | undefined | Promise<FileRange | undefined> {
     if (offset < 0 || offset + length > this.#size) return undefined;
     return this.inner.fileRange?.(offset + this.#offset, length);
   }

@@ -249,7 +249,8 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       return;
     }
     const header = encodeDataChunkHeader(NBD_REPLY_FLAG_DONE, cookie, offset, length);
-    if (trySendFile(ctx, header, offset, length)) return;
+    const zc = trySendFile(ctx, header, offset, length);
+    if (zc === true || (zc !== false && (await zc))) return;
     const data = ctx.pool.take(length);
     try {
       await device.read(data, offset);
@@ -268,7 +269,10 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
   // Simple reply: read everything first, so an error never follows a success header
   // (proto.md: an error after a zero-error simple header forces a hard disconnect). The
   // sendfile path only sends ranges already in the page cache, which cannot fail to read.
-  if (length > 0 && trySendFile(ctx, encodeSimpleReply(0, cookie), offset, length)) return;
+  if (length > 0) {
+    const zc = trySendFile(ctx, encodeSimpleReply(0, cookie), offset, length);
+    if (zc === true || (zc !== false && (await zc))) return;
+  }
   const data = ctx.pool.take(length);
   try {
     await device.read(data, offset);
@@ -280,16 +284,32 @@ async function handleRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
   sink.sendv([encodeSimpleReply(0, cookie), data], () => ctx.pool.give(data));
 }
 
-/** The zero-copy path for a READ reply's data (ReplySink.sendFile); false: not taken. */
+/**
+ * The zero-copy path for a READ reply's data (ReplySink.sendFile): true when taken, false when
+ * not (the caller reads and sends). A promise only for devices that must look up their mapping
+ * (qcow2); a failing lookup means "not taken" (the normal read then reports the error).
+ */
 function trySendFile(
   ctx: RequestContext,
   header: Uint8Array,
   offset: number,
   length: number,
-): boolean {
-  if (!ctx.sink.sendFile) return false;
-  const file = ctx.device.fileRange?.(offset, length);
-  return file !== undefined && ctx.sink.sendFile(header, file, length);
+): boolean | Promise<boolean> {
+  const send = ctx.sink.sendFile?.bind(ctx.sink);
+  if (!send || !ctx.device.fileRange) return false;
+  let file: ReturnType<NonNullable<BlockDevice['fileRange']>>;
+  try {
+    file = ctx.device.fileRange(offset, length);
+  } catch {
+    return false;
+  }
+  if (file instanceof Promise) {
+    return file.then(
+      (f) => f !== undefined && send(header, f, length),
+      () => false,
+    );
+  }
+  return file !== undefined && send(header, file, length);
 }
 
 /**
@@ -324,7 +344,14 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
       const flags = final ? NBD_REPLY_FLAG_DONE : 0;
       if (e.zero) {
         sink.send(encodeHoleChunk(flags, cookie, start, n));
-      } else if (!trySendFile(ctx, encodeDataChunkHeader(flags, cookie, start, n), start, n)) {
+      } else {
+        const header = encodeDataChunkHeader(flags, cookie, start, n);
+        const zc = trySendFile(ctx, header, start, n);
+        if (zc === true || (zc !== false && (await zc))) {
+          pos = start + n;
+          if (final) return;
+          continue;
+        }
         const data = ctx.pool.take(n);
         try {
           await device.read(data, start);
@@ -338,9 +365,7 @@ async function sparseRead(ctx: RequestContext, req: NbdRequest): Promise<void> {
             `reading from file failed: ${message(err)}`,
           );
         }
-        sink.sendv([encodeDataChunkHeader(flags, cookie, start, n), data], () =>
-          ctx.pool.give(data),
-        );
+        sink.sendv([header, data], () => ctx.pool.give(data));
       }
       pos = start + n;
       if (final) return;

@@ -15,6 +15,7 @@ import type {
   BlockDevice,
   BlockExtent,
   BlockStatusOptions,
+  FileRange,
   WriteOptions,
   WriteZeroesOptions,
 } from '../block/device.js';
@@ -410,6 +411,22 @@ export class Qcow2Device implements BlockDevice {
     const data = await decompressCluster(this.header.compressionType, raw, this.layout.clusterSize);
     this.#decompressed = { hi: entry.hi, lo: entry.lo, data };
     return data;
+  }
+
+  /**
+   * BlockDevice.fileRange: the host range of a run of plain data clusters in this layer, for
+   * read-only images only. On a writable image a cluster freed by a discard can be reused for
+   * other guest data while a reply that referenced its pages is still unread in a socket.
+   */
+  async fileRange(offset: number, length: number): Promise<FileRange | undefined> {
+    if (!this.dataStorage.readOnly || this.header.cryptMethod !== 0 || length <= 0) {
+      return undefined;
+    }
+    if (offset < 0 || offset + length > this.size || this.#closed) return undefined;
+    const fd = (this.dataStorage as { fd?: unknown }).fd;
+    if (typeof fd !== 'number') return undefined;
+    const m = await this.#lock.shared(() => this.#map(offset, length));
+    return m.kind === 'data' && m.length >= length ? { fd, offset: m.host } : undefined;
   }
 
   // ---------------------------------------------------------------------------------------

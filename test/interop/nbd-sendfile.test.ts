@@ -84,13 +84,26 @@ h.shutdown()
 print(json.dumps(out))
 `;
 
-async function serve(file: string, extra: string[] = []): Promise<[Server, string[]]> {
+const READS_ONLY_SCRIPT = `
+import hashlib, json, sys, nbd
+h = nbd.NBD()
+h.set_request_structured_replies(sys.argv[2] == '1')
+h.connect_uri(sys.argv[1])
+print(json.dumps({'sha': [hashlib.sha256(h.pread(n, off)).hexdigest() for off, n in json.loads(sys.argv[3])]}))
+h.shutdown()
+`;
+
+async function serve(
+  file: string,
+  extra: string[] = [],
+  format = 'raw',
+): Promise<[Server, string[]]> {
   const dir = await tempDir('vmforge-nbd-sendfile-');
   const socket = join(dir, 's.sock');
   const unix = await startOnSocket('vmforge', socket, [
     '-v',
     '-f',
-    'raw',
+    format,
     '-t',
     '-e',
     '0',
@@ -102,7 +115,7 @@ async function serve(file: string, extra: string[] = []): Promise<[Server, strin
   const tcp = spawnVmforgeNbd([
     '-v',
     '-f',
-    'raw',
+    format,
     '-t',
     '-e',
     '0',
@@ -219,6 +232,49 @@ print(json.dumps({'dead': h.aio_is_dead(), 'errors': [done.get(i) for i in range
       expect(r.dead, uri).toBe(false);
       expect(r.errors, uri).toEqual(Array.from({ length: 12 }, () => 0));
       expect(r.sha, uri).toEqual(r.ranges.map(([o, n]) => sha(content.subarray(o, o + n))));
+    }
+  });
+
+  it('qcow2: a read-only export sends its data clusters by sendfile, a writable one copies', async () => {
+    const dir = await tempDir();
+    const raw = join(dir, 'disk.raw');
+    const content = await makeDisk(raw);
+    const qcow2 = join(dir, 'disk.qcow2');
+    // Holes stay unallocated, written zeros become zero clusters, the rest data clusters.
+    const c = await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    expect(c.code, c.stderr).toBe(0);
+    await readFile(qcow2);
+    const want = sha(content);
+    for (const [extra, zeroCopy] of [
+      [['-r'], true],
+      [[], false],
+    ] as const) {
+      const [unix, uris] = await serve(qcow2, [...extra], 'qcow2');
+      const expected = READS.map(([o, n]) => sha(content.subarray(o, o + n)));
+      for (const uri of uris) {
+        for (const args of [
+          ['-C', '4'],
+          ['-C', '1', '--request-size=65536'],
+        ]) {
+          const out = join(dir, 'out.raw');
+          const r = await run('nbdcopy', [...args, uri, out]);
+          expect(r.code, r.stderr).toBe(0);
+          expect(sha(await readFile(out)), `${uri} ${args.join(' ')} ${extra.join(' ')}`).toBe(
+            want,
+          );
+        }
+        for (const structured of ['1', '0']) {
+          const r = await python<{ sha: string[] }>(READS_ONLY_SCRIPT, [
+            uri,
+            structured,
+            JSON.stringify(READS),
+          ]);
+          expect(r.sha, `${uri} structured=${structured}`).toEqual(expected);
+        }
+      }
+      await unix.stop();
+      if (zeroCopy) expect(zeroCopyBytes(unix.stderr())).toBeGreaterThan(8 * MiB);
+      else expect(zeroCopyBytes(unix.stderr())).toBe(0);
     }
   });
 
