@@ -70,7 +70,7 @@ export class ExportDevice implements BlockDevice {
   readonly #offset: number;
   readonly #probedRaw: boolean;
   readonly #size: number;
-  #statusCache: BlockExtent | undefined;
+  readonly #statusCache = new StatusCache();
   #generation = 0;
   #modifying = 0;
 
@@ -185,8 +185,8 @@ export class ExportDevice implements BlockDevice {
   ): Promise<BlockExtent[]> {
     // Every structured READ asks for status first (to send holes as holes); sequential reads
     // of one big data extent would otherwise repeat the same lseek()s or L2 lookups each time.
-    const c = this.#statusCache;
-    if (c && offset >= c.offset && offset < c.offset + c.length) {
+    const c = this.#statusCache.find(offset);
+    if (c) {
       const n = Math.min(c.offset + c.length, offset + length) - offset;
       return [
         {
@@ -205,7 +205,7 @@ export class ExportDevice implements BlockDevice {
       const [first] = await this.inner.blockStatus(offset + this.#offset, window, options);
       if (!first) return [];
       const e = this.#offset === 0 ? first : { ...first, offset: first.offset - this.#offset };
-      if (generation === this.#generation && this.#modifying === 0) this.#statusCache = e;
+      if (generation === this.#generation && this.#modifying === 0) this.#statusCache.add(e);
       return [{ ...e, length: Math.min(e.length, length) }];
     }
     const inner = await this.inner.blockStatus(offset + this.#offset, length, options);
@@ -213,14 +213,14 @@ export class ExportDevice implements BlockDevice {
       this.#offset === 0 ? inner : inner.map((e) => ({ ...e, offset: e.offset - this.#offset }));
     // Only remember an answer no modification could have overtaken.
     if (generation === this.#generation && this.#modifying === 0 && extents[0]) {
-      this.#statusCache = extents[0];
+      this.#statusCache.add(extents[0]);
     }
     return extents;
   }
 
   /** Any change to the device makes the cached status stale. */
   async #modify<T>(op: () => Promise<T>): Promise<T> {
-    this.#statusCache = undefined;
+    this.#statusCache.clear();
     this.#generation++;
     this.#modifying++;
     try {
@@ -228,11 +228,81 @@ export class ExportDevice implements BlockDevice {
     } finally {
       this.#modifying--;
       this.#generation++;
-      this.#statusCache = undefined;
+      this.#statusCache.clear();
     }
   }
 
   close(): Promise<void> {
     return this.inner.close();
   }
+}
+
+/**
+ * Extents learnt from block-status queries since the last modification, merged where they
+ * continue each other: random reads of a fully allocated file then stop costing an lseek pair
+ * (or an L2 walk) each once the answers have covered it. At most MAX_CACHED extents are kept.
+ */
+class StatusCache {
+  /** Disjoint, sorted by offset. */
+  #extents: BlockExtent[] = [];
+
+  find(offset: number): BlockExtent | undefined {
+    const xs = this.#extents;
+    let lo = 0;
+    let hi = xs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = xs[mid]!;
+      if (offset < e.offset) hi = mid - 1;
+      else if (offset >= e.offset + e.length) lo = mid + 1;
+      else return e;
+    }
+    return undefined;
+  }
+
+  add(e: BlockExtent): void {
+    if (e.length <= 0) return;
+    // The newer answer replaces what it overlaps; neighbours it continues merge with it.
+    const xs = this.#extents.filter(
+      (x) => x.offset + x.length <= e.offset || x.offset >= e.offset + e.length,
+    );
+    xs.push(e);
+    xs.sort((a, b) => a.offset - b.offset);
+    const out: BlockExtent[] = [];
+    for (const x of xs) {
+      const last = out[out.length - 1];
+      if (last && continues(last, x))
+        out[out.length - 1] = { ...last, length: last.length + x.length };
+      else out.push(x);
+    }
+    // Bounded: keep the extents nearest the newest answer.
+    if (out.length > MAX_CACHED) {
+      out.sort((a, b) => Math.abs(a.offset - e.offset) - Math.abs(b.offset - e.offset));
+      out.length = MAX_CACHED;
+      out.sort((a, b) => a.offset - b.offset);
+    }
+    this.#extents = out;
+  }
+
+  clear(): void {
+    this.#extents = [];
+  }
+}
+
+const MAX_CACHED = 64;
+
+/** Whether `b` starts where `a` ends and reads the same way (one extent could describe both). */
+function continues(a: BlockExtent, b: BlockExtent): boolean {
+  return (
+    a.offset + a.length === b.offset &&
+    a.allocated === b.allocated &&
+    a.data === b.data &&
+    a.zero === b.zero &&
+    a.depth === b.depth &&
+    a.file === b.file &&
+    a.compressed === b.compressed &&
+    (a.hostOffset === undefined
+      ? b.hostOffset === undefined
+      : b.hostOffset === a.hostOffset + a.length)
+  );
 }
