@@ -69,6 +69,18 @@ async function socketPair(dir: string): Promise<Pair> {
   };
 }
 
+/** A file of pseudo-random bytes, read once so it is in the page cache, open for reading. */
+async function cachedFile(seed: number, size: number) {
+  const dir = await tempDir();
+  const file = join(dir, 'data');
+  const data = pseudoRandom(seed, size);
+  writeFileSync(file, data);
+  readFileSync(file);
+  const fd = openSync(file, 'r');
+  open.push(() => closeSync(fd));
+  return { dir, data, fd };
+}
+
 const native = nativeFileOps();
 const available = Boolean(native?.sendFileRange && native.cached);
 
@@ -98,13 +110,7 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   it.runIf(available)(
     'a reply larger than the socket buffer continues by sendfile as the socket drains; later output waits in order',
     async () => {
-      const dir = await tempDir();
-      const file = join(dir, 'data');
-      const data = pseudoRandom(2, 8 * MiB);
-      writeFileSync(file, data);
-      readFileSync(file);
-      const fd = openSync(file, 'r');
-      open.push(() => closeSync(fd));
+      const { dir, data, fd } = await cachedFile(2, 8 * MiB);
       const pair = await socketPair(dir);
       const ch = new Channel(pair.server);
       const h1 = Buffer.alloc(16, 1);
@@ -142,13 +148,7 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   it.runIf(available)(
     'a reply waits for bytes already queued in Node, then goes by sendfile',
     async () => {
-      const dir = await tempDir();
-      const file = join(dir, 'data');
-      const data = pseudoRandom(6, 2 * MiB);
-      writeFileSync(file, data);
-      readFileSync(file);
-      const fd = openSync(file, 'r');
-      open.push(() => closeSync(fd));
+      const { dir, data, fd } = await cachedFile(6, 2 * MiB);
       const pair = await socketPair(dir);
       const ch = new Channel(pair.server);
       const queued = pseudoRandom(7, 3 * MiB); // more than the socket holds: stays in Node's queue
@@ -166,12 +166,7 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   );
 
   it.runIf(available)('replies above 2 MiB take the asynchronous path', async () => {
-    const dir = await tempDir();
-    const file = join(dir, 'data');
-    writeFileSync(file, pseudoRandom(5, 4 * MiB));
-    readFileSync(file);
-    const fd = openSync(file, 'r');
-    open.push(() => closeSync(fd));
+    const { dir, fd } = await cachedFile(5, 4 * MiB);
     const pair = await socketPair(dir);
     const ch = new Channel(pair.server);
     expect(ch.sendFile(Buffer.alloc(16), { fd, offset: 0 }, 2 * MiB + 1, take, give)).toBe(false);
@@ -218,12 +213,7 @@ describe('Channel.sendFile (sendfile of page-cache data to the socket)', () => {
   );
 
   it.runIf(available)('never on a TLS socket (the bytes would bypass the encryption)', async () => {
-    const dir = await tempDir();
-    const file = join(dir, 'data');
-    writeFileSync(file, pseudoRandom(4, MiB));
-    readFileSync(file);
-    const fd = openSync(file, 'r');
-    open.push(() => closeSync(fd));
+    const { dir, fd } = await cachedFile(4, MiB);
     const pair = await socketPair(dir);
     const tls = new TLSSocket(pair.server);
     open.push(() => tls.destroy());

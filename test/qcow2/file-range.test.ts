@@ -3,12 +3,12 @@
 // (unallocated, zero, compressed, a run that is not contiguous in the file, a writable image)
 // gives no range, so READ replies fall back to reading through the engine.
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/device.js';
 import { openImage } from '../../src/image/open.js';
-import { pseudoRandom } from '../support/imgops-matrix.js';
+import { pseudoRandom, readAt } from '../support/imgops-matrix.js';
 import { tempDir } from '../support/tmp.js';
 import { describeWithTools } from '../support/tools.js';
 
@@ -17,17 +17,6 @@ const devices: BlockDevice[] = [];
 afterEach(async () => {
   while (devices.length) await devices.pop()!.close();
 });
-
-function hostBytes(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    readSync(fd, buf, 0, length, offset);
-    return buf;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** 64 KiB clusters: 0-127 KiB data, 128-191 KiB written zeros, 192-255 KiB unallocated,
  * 256-383 KiB data written in reverse cluster order (not contiguous in the file). */
@@ -63,7 +52,7 @@ describeWithTools(['qemu-img', 'qemu-io'], 'Qcow2Device.fileRange', () => {
     ] as const) {
       const r = await dev.fileRange!(off, len);
       expect(r, `${off}+${len}`).toBeDefined();
-      expect(hostBytes(path, r!.offset, len).equals(data.subarray(off, off + len))).toBe(true);
+      expect(readAt(path, r!.offset, len).equals(data.subarray(off, off + len))).toBe(true);
     }
     // Written zeros, unallocated, a run across non-contiguous clusters, data into zeros.
     for (const [off, len] of [

@@ -51,7 +51,7 @@ function patch(path: string, offset: number, data: Buffer): void {
   }
 }
 
-function readAt(path: string, offset: number, length: number): Buffer {
+export function readAt(path: string, offset: number, length: number): Buffer {
   const fd = openSync(path, 'r');
   try {
     const buf = Buffer.alloc(length);
