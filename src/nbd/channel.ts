@@ -78,6 +78,8 @@ export class Channel {
   #tail: FileItem | undefined;
   /** end() arrived while output was held. */
   #ending = false;
+  /** #growSendBuffer() has run. */
+  #grown = false;
   #idleWaiters: (() => void)[] = [];
   #detach: () => void = () => undefined;
 
@@ -340,6 +342,7 @@ export class Channel {
     const sockfd = socketFd(socket);
     const sender = fileSender();
     if (sockfd === undefined || !sender) return false;
+    this.#growSendBuffer(sockfd);
     const { header, file, length } = item;
     const { sent, errno } = sendRange(sender, sockfd, header, file, length);
     if (errno !== 0 && sent === 0 && first) return false;
@@ -468,15 +471,17 @@ export class Channel {
   }
 
   /**
-   * Let the kernel buffer up to `bytes` for this socket (SO_SNDBUF, capped by the system), so
-   * that sendFile() can hand over whole replies. Plain unix sockets with the native helper only
-   * (TCP sizes its buffer itself unless SO_SNDBUF is set).
+   * On the first sendFile of a unix-socket connection, let the kernel buffer up to SEND_BUFFER
+   * (SO_SNDBUF, capped by net.core.wmem_max) so that whole replies go in one sendfile (the
+   * default 208 KiB fills with one 256 KiB nbdcopy request). Only connections that send page
+   * references get it: copied replies would pin that much kernel memory per client. Not on TCP,
+   * where a fixed SO_SNDBUF would switch off the kernel's own buffer sizing.
    */
-  growSendBuffer(bytes: number): void {
-    const socket = this.#socket as Duplex & { remoteAddress?: string };
-    const fd = socketFd(socket);
-    if (fd === undefined || typeof socket.remoteAddress === 'string') return;
-    nativeFileOps()?.setSendBuffer?.(fd, bytes);
+  #growSendBuffer(sockfd: number): void {
+    if (this.#grown) return;
+    this.#grown = true;
+    if (typeof (this.#socket as { remoteAddress?: unknown }).remoteAddress === 'string') return;
+    nativeFileOps()?.setSendBuffer?.(sockfd, SEND_BUFFER);
   }
 
   get congested(): boolean {
@@ -558,6 +563,9 @@ const SEND_FILE_MAX = 2 * 1024 * 1024;
 const SLICE = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
+
+/** SO_SNDBUF asked for on unix-socket connections that send by sendfile. */
+const SEND_BUFFER = 4 * 1024 * 1024;
 
 interface FileItem {
   header: Uint8Array;

@@ -61,8 +61,6 @@ export interface ConnectionConfig extends HandshakeConfig {
  * 64 MiB maximum; proto.md allows a hard disconnect for payloads deemed a DoS).
  */
 const MAX_DRAIN = 2 * NBD_MAX_PAYLOAD;
-/** SO_SNDBUF asked for on connections of exports that can sendfile (the kernel may cap it). */
-const SEND_BUFFER = 4 * 1024 * 1024;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'closing' | 'closed';
 
@@ -189,10 +187,6 @@ export class NbdServerConnection implements ReplySink {
       pool: this.#cfg.pool,
     };
     const ch = this.#ch;
-    // Room in the kernel for whole READ replies, so that sendFile() hands most of them over
-    // in one go (the default 208 KiB fills with one 256 KiB nbdcopy request). Unix sockets
-    // only: on TCP a fixed SO_SNDBUF would switch off the kernel's own buffer sizing.
-    if (device.size > 0 && device.fileRange?.(0, 1)) ch.growSendBuffer(SEND_BUFFER);
     for (;;) {
       while ((this.#inflight >= this.#cfg.maxInFlight || ch.congested) && !this.#stopping()) {
         await this.#waitSlot();
