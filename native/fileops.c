@@ -273,6 +273,8 @@ static napi_value set_send_buffer(napi_env env, napi_callback_info info) {
   return out;
 }
 
+void register_mapread(napi_env env, napi_value exports); /* mapread.c */
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
@@ -286,6 +288,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setSendBuffer", NULL, set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  register_mapread(env, exports);
   return exports;
 }
 

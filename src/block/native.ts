@@ -35,6 +35,22 @@ export interface NativeFileOps {
   ): void;
   /** Raise SO_SNDBUF to `bytes` (the kernel caps it); the size in effect, or -1. */
   setSendBuffer?(sockfd: number, bytes: number): number;
+  /**
+   * native/mapread.c: `length` bytes of the file at `offset`, mmap()ed and populated on the
+   * thread pool, with zeroMap[i] set to 1 for each all-zero 512-byte sector (zeroMap at least
+   * ceil(length / 512) long, and over 64 bytes so V8 keeps it off its heap). undefined when the
+   * range cannot be mapped; the caller then reads it. Never read the view from JavaScript (a
+   * file that shrinks would raise SIGBUS): write() it, and unmap() it when done. Absent in
+   * older builds.
+   */
+  mapRead?(
+    fd: number,
+    offset: number,
+    length: number,
+    zeroMap: Uint8Array | null,
+  ): Promise<Uint8Array | undefined>;
+  /** Unmap a mapRead() view now (its buffer is detached); the GC does it otherwise. */
+  unmap?(view: Uint8Array): void;
 }
 
 let loaded: NativeFileOps | null | undefined;

@@ -252,6 +252,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       workers: o.coroutines ?? 8,
       inOrder: !o.outOfOrder,
       salvage: o.salvage ?? false,
+      mapSources: !o.compress,
       throttle: o.rateLimit ? new LeakyBucket(o.rateLimit) : undefined,
       onWarning: o.onWarning,
       signal: o.signal,

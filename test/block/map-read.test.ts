@@ -1,0 +1,116 @@
+// native/mapread.c: mapRead() maps a file range on the thread pool and marks its all-zero
+// 512-byte sectors; unmap() gives it back. What must hold: the view holds exactly the file's
+// bytes (also at offsets that are not page-aligned), the zero map is exact per sector (a single
+// non-zero byte anywhere makes a sector data; a partial last sector counts its own bytes), ranges
+// that cannot be mapped answer undefined, an unmapped view is empty to JavaScript, and a SIGBUS
+// from a mapping whose file shrank ends the process with a message instead of a bare signal.
+import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { nativeFileOps } from '../../src/block/native.js';
+import { pseudoRandom } from '../support/imgops-matrix.js';
+import { tempDir } from '../support/tmp.js';
+
+const SECTOR = 512;
+const native = nativeFileOps();
+const available = Boolean(native?.mapRead && native.unmap);
+
+/** 64 sectors plus 300 bytes: data, zero, data with one non-zero byte in its middle, ... */
+function patterned(): { bytes: Buffer; zero: number[] } {
+  const sectors = 64;
+  const bytes = Buffer.alloc(sectors * SECTOR + 300);
+  const zero: number[] = [];
+  const random = pseudoRandom(7, bytes.length);
+  for (let s = 0; s < sectors; s++) {
+    const kind = s % 4;
+    if (kind === 0) random.copy(bytes, s * SECTOR, s * SECTOR, (s + 1) * SECTOR);
+    if (kind === 2) bytes[s * SECTOR + 200 + s] = 1; // neither the first nor the last word
+    zero.push(kind === 1 || kind === 3 ? 1 : 0);
+  }
+  bytes[sectors * SECTOR + 299] = 9; // the partial last sector is data, by its last byte
+  zero.push(0);
+  return { bytes, zero };
+}
+
+describe('mapRead / unmap (native/mapread.c)', () => {
+  it('the native helper provides them (CI builds it)', () => {
+    if (process.env['VMFORGE_REQUIRE_TOOLS'] !== '1' && !available) return;
+    expect(available).toBe(true);
+  });
+
+  it.runIf(available)('maps exactly the file bytes and marks zero sectors exactly', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'src');
+    const { bytes, zero } = patterned();
+    // Put the pattern 3 sectors into the file so that the mapping is not page-aligned.
+    writeFileSync(path, Buffer.concat([pseudoRandom(1, 3 * SECTOR), bytes]));
+    const fd = openSync(path, 'r');
+    try {
+      const zeroMap = new Uint8Array(128).fill(7);
+      const view = await native!.mapRead!(fd, 3 * SECTOR, bytes.length, zeroMap);
+      expect(view).toBeInstanceOf(Uint8Array);
+      expect(view!.length).toBe(bytes.length);
+      expect(Array.from(zeroMap.subarray(0, zero.length))).toEqual(zero);
+      expect(zeroMap[zero.length]).toBe(7); // nothing written past the range's sectors
+      // The view is for write(), as convert uses it.
+      const out = join(dir, 'out');
+      const ofd = openSync(out, 'w');
+      writeSync(ofd, view!, 0, view!.length, 0);
+      closeSync(ofd);
+      expect(readFileSync(out).equals(bytes)).toBe(true);
+      native!.unmap!(view!);
+      expect(view!.length).toBe(0); // detached: JavaScript cannot reach the unmapped pages
+      native!.unmap!(view!); // twice is harmless
+      // Without a zero map: the bytes only.
+      const plain = await native!.mapRead!(fd, 0, 4096, null);
+      expect(plain!.length).toBe(4096);
+      native!.unmap!(plain!);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it.runIf(available)('answers undefined for what it cannot map', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'src');
+    writeFileSync(path, pseudoRandom(2, 8192));
+    const fd = openSync(path, 'r');
+    try {
+      const zeroMap = new Uint8Array(128);
+      expect(await native!.mapRead!(fd, 4096, 8192, zeroMap)).toBeUndefined(); // past EOF
+      expect(await native!.mapRead!(fd, 8192, 512, zeroMap)).toBeUndefined();
+      expect(() => native!.mapRead!(fd, 0, 8192, new Uint8Array(8))).toThrow(/zero map/);
+    } finally {
+      closeSync(fd);
+    }
+    // Not a regular file.
+    const devNull = openSync('/dev/zero', 'r');
+    try {
+      expect(await native!.mapRead!(devNull, 0, 4096, null)).toBeUndefined();
+    } finally {
+      closeSync(devNull);
+    }
+  });
+
+  it.runIf(available)('a mapping whose file shrank ends the process with a message', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'src');
+    writeFileSync(path, pseudoRandom(3, 1 << 20));
+    const addon = join(process.cwd(), 'build/Release/vmforge_native.node');
+    const script = `
+      const { openSync, ftruncateSync } = require('node:fs');
+      const native = require(${JSON.stringify(addon)});
+      const fd = openSync(${JSON.stringify(path)}, 'r+');
+      native.mapRead(fd, 0, 1 << 20, null).then((view) => {
+        ftruncateSync(fd, 0);
+        process.stdout.write('mapped\\n');
+        process.stdout.write(String(view[4096]));
+      });`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stdout).toBe('mapped\n');
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('a source file shrank while it was being copied');
+  });
+});
