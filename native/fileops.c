@@ -7,6 +7,7 @@
  * For NBD READ replies from raw exports: cachestat() to learn that a range is in the page
  * cache, and sendfile() of that range to the client socket (the kernel hands page-cache pages
  * to the socket instead of copying them twice through a user buffer).
+ * For convert: mapped reads of source files (mapread.c).
  * Optional: vmforge falls back to pure JavaScript when this addon is not built.
  * Node-API only, so one build works on every Node version with N-API 8.
  */
