@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,8 +49,10 @@ typedef struct mapping {
   struct mapping *next;
 } mapping;
 
-/* Live mappings, touched only on the main thread (complete, unmap, finalizers). */
-static mapping *live;
+/* Live mappings of this thread's Node-API environment: complete, unmap and the finalizers run on
+ * the JS thread that made them (each worker thread has its own list). Initial-exec TLS, so the
+ * signal handler may read it. */
+static __thread __attribute__((tls_model("initial-exec"))) mapping *live;
 
 typedef struct {
   napi_async_work work;
@@ -65,14 +68,17 @@ typedef struct {
   int ok;
 } map_job;
 
-static __thread __attribute__((tls_model("initial-exec"))) sigjmp_buf *scan_jump;
+/* Volatile, with signal fences around the scan: the scan's loop makes no calls, so a plain
+ * store of the jump target would be dropped as dead by the compiler. */
+static __thread __attribute__((tls_model("initial-exec"))) sigjmp_buf *volatile scan_jump;
 static struct sigaction previous_bus;
-static int guard_installed;
+static atomic_int guard_state; /* 0 not installed, 1 installing, 2 installed */
 
 static void on_sigbus(int sig, siginfo_t *info, void *ctx) {
   sigjmp_buf *jump = scan_jump;
   if (jump) siglongjmp(*jump, 1);
-  /* The list is only changed on the main thread, never while it reads a mapping. */
+  /* This thread's list; it is changed only between JavaScript calls, never while JavaScript
+   * reads a mapping. */
   for (mapping *m = live; m; m = m->next) {
     uintptr_t a = (uintptr_t)info->si_addr, b = (uintptr_t)m->base;
     if (!m->unmapped && a >= b && a < b + m->len) {
@@ -83,25 +89,32 @@ static void on_sigbus(int sig, siginfo_t *info, void *ctx) {
       _exit(1);
     }
   }
-  /* Not a guarded scan: hand it to the previous handler, or restore the default and return,
-   * which re-runs the faulting instruction and ends the process as it would have ended. */
-  if ((previous_bus.sa_flags & SA_SIGINFO) && previous_bus.sa_sigaction) {
+  /* Not ours: hand it to the previous handler. With the default disposition, restore it and
+   * raise: the signal is delivered as soon as this handler returns (a fault would also recur
+   * on the faulting instruction), so the process ends as it would have without us. */
+  if (previous_bus.sa_flags & SA_SIGINFO) {
     previous_bus.sa_sigaction(sig, info, ctx);
-  } else if (previous_bus.sa_handler != SIG_DFL && previous_bus.sa_handler != SIG_IGN) {
+  } else if (previous_bus.sa_handler == SIG_IGN) {
+    return;
+  } else if (previous_bus.sa_handler != SIG_DFL) {
     previous_bus.sa_handler(sig);
   } else {
-    signal(SIGBUS, SIG_DFL);
+    sigaction(SIGBUS, &previous_bus, NULL);
+    raise(SIGBUS);
   }
 }
 
 static void install_guard(void) {
-  if (guard_installed) return;
+  int expected = 0;
+  /* Once per process, also when several worker threads load the addon. */
+  if (!atomic_compare_exchange_strong(&guard_state, &expected, 1)) return;
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
   sa.sa_sigaction = on_sigbus;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGBUS, &sa, &previous_bus) == 0) guard_installed = 1;
+  sigaction(SIGBUS, &sa, &previous_bus);
+  atomic_store(&guard_state, 2);
 }
 
 static int sector_is_zero(const uint8_t *p, size_t n) {
@@ -121,6 +134,7 @@ static int scan_zeros(const uint8_t *p, size_t length, uint8_t *zero_map) {
     return 0;
   }
   scan_jump = &jump;
+  atomic_signal_fence(memory_order_seq_cst);
   size_t sectors = length / SECTOR;
   for (size_t s = 0; s < sectors; s++) zero_map[s] = (uint8_t)sector_is_zero(p + s * SECTOR, SECTOR);
   if (length % SECTOR) {
@@ -131,6 +145,7 @@ static int scan_zeros(const uint8_t *p, size_t length, uint8_t *zero_map) {
       if (q[i]) z = 0;
     zero_map[sectors] = z;
   }
+  atomic_signal_fence(memory_order_seq_cst);
   scan_jump = NULL;
   return 1;
 }
@@ -189,9 +204,14 @@ static void map_complete(napi_env env, napi_status status, void *data) {
       m->next = live;
       live = m;
       if (napi_create_external_arraybuffer(env, job->base, job->map_len, finalize_mapping, m, &ab) !=
-              napi_ok ||
-          napi_create_typedarray(env, napi_uint8_array, job->length, ab, job->delta, &result) != napi_ok) {
-        result = NULL;
+          napi_ok) {
+        /* No buffer owns the mapping: release it here. */
+        live = m->next;
+        munmap(job->base, job->map_len);
+        free(m);
+      } else if (napi_create_typedarray(env, napi_uint8_array, job->length, ab, job->delta,
+                                        &result) != napi_ok) {
+        result = NULL; /* the buffer's finalizer unmaps it */
       }
     } else {
       munmap(job->base, job->map_len);

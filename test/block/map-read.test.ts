@@ -93,6 +93,78 @@ describe('mapRead / unmap (native/mapread.c)', () => {
     }
   });
 
+  it.runIf(available)(
+    'a file that shrinks during the zero scan is answered undefined',
+    async () => {
+      // The scan runs on a pool thread under a SIGBUS guard. A child process maps 256 MiB of
+      // zeros, waits until the scan has begun (its zero map starts filling), then truncates the
+      // file: the scan faults on the next page, and the guard must turn that into undefined.
+      const dir = await tempDir();
+      const path = join(dir, 'src');
+      const addon = join(process.cwd(), 'build/Release/vmforge_native.node');
+      const script = `
+      const { openSync, ftruncateSync } = require('node:fs');
+      const native = require(${JSON.stringify(addon)});
+      const SIZE = 256 << 20;
+      const fd = openSync(${JSON.stringify(path)}, 'w+');
+      ftruncateSync(fd, SIZE);
+      const zeroMap = new Uint8Array(SIZE / 512).fill(7);
+      native.mapRead(fd, 0, SIZE, zeroMap).then((view) => {
+        const scanned = zeroMap.indexOf(7);
+        process.stdout.write(JSON.stringify({ mapped: view !== undefined, scanned }));
+      });
+      const t0 = Date.now();
+      while (zeroMap[0] === 7 && Date.now() - t0 < 20000);
+      ftruncateSync(fd, 0);`;
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.signal).toBeNull();
+      expect(r.status).toBe(0);
+      const out = JSON.parse(r.stdout) as { mapped: boolean; scanned: number };
+      expect(out.mapped).toBe(false);
+      expect(out.scanned).toBeGreaterThan(0); // the scan had begun: the guard stopped it
+    },
+  );
+
+  it.runIf(available)('worker threads map and unmap concurrently', async () => {
+    // Every worker has its own Node-API environment; their mapping lists must not be shared.
+    const dir = await tempDir();
+    const path = join(dir, 'src');
+    writeFileSync(path, pseudoRandom(4, 1 << 20));
+    const addon = join(process.cwd(), 'build/Release/vmforge_native.node');
+    const script = `
+      const { Worker, isMainThread, parentPort } = require('node:worker_threads');
+      if (isMainThread) {
+        let done = 0;
+        for (let i = 0; i < 2; i++) {
+          new Worker(__filename).on('message', (m) => {
+            if (++done === 2) process.stdout.write('ok');
+          });
+        }
+      } else {
+        const native = require(${JSON.stringify(addon)});
+        const fd = require('node:fs').openSync(${JSON.stringify(path)}, 'r');
+        (async () => {
+          for (let it = 0; it < 1500; it++) {
+            const views = await Promise.all(
+              Array.from({ length: 8 }, (_, k) => native.mapRead(fd, k * 4096, 4096, null)),
+            );
+            for (const v of views) native.unmap(v);
+            if (it % 256 === 0) await new Promise((r) => setImmediate(r)); // finalizers run
+          }
+          parentPort.postMessage('done');
+        })();
+      }`;
+    const file = join(dir, 'workers.cjs');
+    writeFileSync(file, script);
+    const r = spawnSync(process.execPath, [file], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, MALLOC_PERTURB_: '165' },
+    });
+    expect(r.signal).toBeNull();
+    expect(r.stdout).toBe('ok');
+  });
+
   it.runIf(available)('a mapping whose file shrank ends the process with a message', async () => {
     const dir = await tempDir();
     const path = join(dir, 'src');
