@@ -99,6 +99,10 @@ static napi_value allocate(napi_env env, napi_callback_info info) {
   return do_fallocate(env, info, 0);
 }
 
+static napi_value preallocate(napi_env env, napi_callback_info info) {
+  return do_fallocate(env, info, FALLOC_FL_KEEP_SIZE);
+}
+
 /*
  * readNoWait(fd, uint8array, offset) -> bytes read (0 at EOF), -1 when the data is not all in the
  * page cache (EAGAIN: the caller reads asynchronously), -2 when the kernel or file system lacks
@@ -282,6 +286,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
       {"allocate", NULL, allocate, NULL, NULL, NULL, napi_default, NULL},
+      {"preallocate", NULL, preallocate, NULL, NULL, NULL, napi_default, NULL},
       {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
       {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_default, NULL},
       {"cached", NULL, cached, NULL, NULL, NULL, napi_default, NULL},

@@ -8,6 +8,8 @@ export interface NativeFileOps {
   punchHole(fd: number, offset: number, length: number): boolean;
   zeroRange(fd: number, offset: number, length: number): boolean;
   allocate(fd: number, offset: number, length: number): boolean;
+  /** fallocate(FALLOC_FL_KEEP_SIZE): reserve without changing the size. Absent in older builds. */
+  preallocate?(fd: number, offset: number, length: number): boolean;
   /**
    * preadv2(RWF_NOWAIT): bytes read from the page cache (0 at EOF), -1 if the data is not cached
    * (read asynchronously instead), -2 if RWF_NOWAIT is unsupported. Absent in older builds.

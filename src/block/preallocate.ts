@@ -25,23 +25,32 @@ async function writeZeros(storage: Storage, from: number, to: number): Promise<v
   }
 }
 
-/** QEMU allocate_first_block(): 512 bytes for tiny files, else 4 KiB of zeros at offset 0. */
-async function allocateFirstBlock(storage: Storage, size: number): Promise<void> {
-  const n = size < 4096 ? 512 : 4096;
-  await storage.write(ZEROS.subarray(0, n), 0);
+/** How much QEMU's allocate_first_block() writes: 512 bytes for tiny files, else 4 KiB. */
+export function firstBlockLength(size: number): number {
+  return size < 4096 ? 512 : 4096;
 }
 
-/** Resize a host file to `size` bytes with QEMU's preallocation semantics (growing only preallocates). */
+/** QEMU allocate_first_block(): zeros at offset 0. */
+async function allocateFirstBlock(storage: Storage, size: number): Promise<void> {
+  await storage.write(ZEROS.subarray(0, firstBlockLength(size)), 0);
+}
+
+/**
+ * Resize a host file to `size` bytes with QEMU's preallocation semantics (growing only
+ * preallocates). `firstBlock: false` leaves the first block of a new file to the caller
+ * (convert's target allocates it at close, inside the space it reserved: ReserveAhead `fill`).
+ */
 export async function truncateHostFile(
   storage: Storage,
   size: number,
   mode: PreallocMode,
+  { firstBlock = true }: { firstBlock?: boolean } = {},
 ): Promise<void> {
   const current = await storage.size();
   switch (mode) {
     case 'off':
       await storage.truncate(size);
-      if (current === 0 && size > 0) await allocateFirstBlock(storage, size);
+      if (current === 0 && size > 0 && firstBlock) await allocateFirstBlock(storage, size);
       return;
     case 'falloc': {
       if (size <= current) return;

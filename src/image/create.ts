@@ -22,6 +22,11 @@ export interface CreateImageOptions extends Partial<Omit<Qcow2CreateOptions, 'da
   size?: number;
   /** Do not open the backing file (qemu-img create -u); `size` is then required. */
   unsafe?: boolean;
+  /**
+   * Raw without preallocation: do not write the first block (QEMU's allocate_first_block); the
+   * caller will (convert: FileStorageOptions.reserveAhead `fill`). @default true
+   */
+  firstBlock?: boolean;
 }
 
 /**
@@ -97,8 +102,11 @@ export async function createImage(
     try {
       await storage.truncate(0);
       // file-posix raw_co_create_opts(): the size is rounded up to whole 512-byte sectors.
-      await truncateHostFile(storage, Math.ceil(size / 512) * 512, prealloc);
-      await storage.flush();
+      await truncateHostFile(storage, Math.ceil(size / 512) * 512, prealloc, {
+        firstBlock: options.firstBlock ?? true,
+      });
+      // No flush: QEMU's raw_co_create() does not sync either (an fdatasync of the new file
+      // costs a journal commit, and would place its first block before the data is written).
     } finally {
       await storage.close();
     }

@@ -6,6 +6,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import type { BlockDevice } from '../block/device.js';
 import { FileStorage } from '../block/file-storage.js';
+import type { ReserveAheadOptions } from '../block/reserve-ahead.js';
 import type { Storage } from '../block/storage.js';
 import {
   CorruptImageError,
@@ -40,6 +41,8 @@ export interface OpenImageOptions {
   syncWriteMax?: number;
   /** Reads up to this size try the page cache synchronously (FileStorageOptions.syncReadMax). */
   syncReadMax?: number;
+  /** Reserve disk space ahead of sequential writes (FileStorageOptions.reserveAhead). */
+  reserveAhead?: ReserveAheadOptions;
   /**
    * Devices to use for backing images instead of opening them again, keyed by real path (e.g.
    * a base opened read-write for qemu-img commit). The chain then owns them: closing the top
@@ -200,7 +203,8 @@ async function openFile(
     cache,
     syncWriteMax,
     syncReadMax,
-  }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax' | 'syncReadMax'>,
+    reserveAhead,
+  }: Pick<OpenImageOptions, 'cache' | 'syncWriteMax' | 'syncReadMax' | 'reserveAhead'>,
 ): Promise<Storage> {
   let st;
   try {
@@ -216,6 +220,7 @@ async function openFile(
     ...(cache ? { cache } : {}),
     ...(syncWriteMax !== undefined ? { syncWriteMax } : {}),
     ...(syncReadMax !== undefined ? { syncReadMax } : {}),
+    ...(reserveAhead ? { reserveAhead } : {}),
   });
 }
 

@@ -3,6 +3,8 @@
 
 import { rm } from 'node:fs/promises';
 import type { BlockDevice } from '../../block/device.js';
+import { firstBlockLength } from '../../block/preallocate.js';
+import type { ReserveAheadOptions } from '../../block/reserve-ahead.js';
 import {
   InvalidArgumentError,
   LeakyBucket,
@@ -32,6 +34,12 @@ const IO_BUF_SECTORS = (2 * 1024 * 1024) / SECTOR;
 const SYNC_WRITE_MAX = Infinity;
 /** Source reads up to this size try the page cache synchronously (FileStorageOptions). */
 const SYNC_READ_MAX = 256 * 1024;
+/**
+ * Disk space reserved ahead of the target's writes (FileStorageOptions.reserveAhead): 32 MiB
+ * first, doubling up to 256 MiB while the writes go on sequentially.
+ */
+const RESERVE_SPAN = 32 * 1024 * 1024;
+const RESERVE_SPAN_MAX = 256 * 1024 * 1024;
 
 export type CacheMode = 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe';
 
@@ -116,6 +124,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
   const sources: BlockDevice[] = [];
   let target: BlockDevice | undefined;
   let targetCreated = false;
+  let reserveAhead: ReserveAheadOptions | undefined;
   try {
     for (const name of o.sources) {
       sources.push(
@@ -188,7 +197,10 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
           opts,
           totalSectors * SECTOR,
         );
-        await createImage(o.target, { ...create, unsafe: true });
+        reserveAhead = reserveAheadFor(targetFormat, opts.str('preallocation'), totalSectors);
+        // A raw target's first block (QEMU's allocate_first_block) is written at close, in the
+        // reserved space (ReserveAheadOptions.fill).
+        await createImage(o.target, { ...create, unsafe: true, firstBlock: !reserveAhead?.fill });
         targetCreated = true;
       } catch (err) {
         throw withContext(err, `${o.target}: error while converting ${targetFormat}`);
@@ -212,6 +224,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       // Writes are serialized (in order) and nothing else waits on the event loop: they skip
       // the thread-pool round trip, while the source reads run on the pool.
       syncWriteMax: SYNC_WRITE_MAX,
+      ...(reserveAhead ? { reserveAhead } : {}),
       ...(cache === 'unsafe' ? { cache: 'unsafe' as const } : {}),
       ...(cache === 'writethrough' || cache === 'directsync'
         ? { cache: 'writethrough' as const }
@@ -285,6 +298,29 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
   } finally {
     for (const s of sources) await s.close().catch(() => undefined);
   }
+}
+
+/**
+ * Only for a target this convert created, where everything it does not write must stay
+ * unallocated: qcow2 (reserving from its end of file on) and raw without preallocation (all
+ * holes but the first block, which creation allocates as QEMU's allocate_first_block does).
+ * Never for -n: a target's existing data must not be punched out.
+ */
+function reserveAheadFor(
+  format: string,
+  preallocation: string | undefined,
+  sectors: number,
+): ReserveAheadOptions | undefined {
+  if (format === 'qcow2') return { span: RESERVE_SPAN, maxSpan: RESERVE_SPAN_MAX };
+  if (format === 'raw' && (preallocation ?? 'off') === 'off' && sectors > 0) {
+    return {
+      span: RESERVE_SPAN,
+      maxSpan: RESERVE_SPAN_MAX,
+      unallocatedFrom: 0,
+      fill: [[0, firstBlockLength(sectors * SECTOR)]],
+    };
+  }
+  return undefined;
 }
 
 /** [bitmaps] convert_check_bitmaps() for the one source --bitmaps allows. */
