@@ -194,7 +194,7 @@ export class FileStorage implements Storage {
     this.#checkWritable();
     const fh = this.#handle();
     const sync = buf.length <= this.#syncWriteMax;
-    this.#ahead?.beforeWrite(offset, buf.length);
+    this.#ahead?.writing(offset, buf.length);
     let done = 0;
     while (done < buf.length) {
       let n: number;
@@ -209,7 +209,6 @@ export class FileStorage implements Storage {
       }
       done += n;
     }
-    this.#ahead?.wrote(offset, buf.length);
     if (this.#cache === 'writethrough') await this.#sync();
   }
 

@@ -85,12 +85,22 @@ export class ReserveAhead {
     this.#size = size;
   }
 
-  /** Before writing [offset, offset + length): reserve a new span if the write reaches fresh space. */
-  beforeWrite(offset: number, length: number): void {
+  /**
+   * Before writing [offset, offset + length): reserve a new span if the write reaches fresh
+   * space, and count the range as written from now on. Counting it before the write, not after,
+   * keeps a punch from racing a write in flight (a span left while another write is pending);
+   * a write that then fails leaves its range reserved, which costs space, never data.
+   */
+  writing(offset: number, length: number): void {
     const end = offset + length;
-    if (this.#disabled || end <= this.#frontier) return;
-    // The part of this write inside the span being left counts as written: it will be, right
-    // after this, and must not be punched out as a gap.
+    if (this.#pastEof.length > 0) this.#pastEof = subtract(this.#pastEof, offset, end, true);
+    if (this.#unfilled.length > 0) this.#unfilled = subtract(this.#unfilled, offset, end, false);
+    if (!this.#disabled && end > this.#frontier) this.#reserveFor(offset, end);
+    this.#markWritten(offset, end);
+  }
+
+  #reserveFor(offset: number, end: number): void {
+    // The part of this write inside the span being left is written too: not a gap.
     this.#markWritten(offset, end);
     const continues =
       this.#spanEnd > this.#spanStart && offset >= this.#spanStart && offset <= this.#spanEnd;
@@ -109,14 +119,6 @@ export class ReserveAhead {
     this.#frontier = this.#spanEnd;
     this.#written = [];
     for (const [s, e] of this.#fill) this.#markWritten(s, e);
-  }
-
-  /** After [offset, offset + length) was written. */
-  wrote(offset: number, length: number): void {
-    const end = offset + length;
-    if (this.#pastEof.length > 0) this.#pastEof = subtract(this.#pastEof, offset, end, true);
-    if (this.#unfilled.length > 0) this.#unfilled = subtract(this.#unfilled, offset, end, false);
-    this.#markWritten(offset, end);
   }
 
   /** Record [offset, to) as written in the current span (what is not punched when left). */
