@@ -117,9 +117,7 @@ export class FileStorage implements Storage {
         );
       }
       // Without reserving, what `fill` asks for is written now, as QEMU's create would have.
-      if (!ahead && reserveAhead?.fill && !readOnly) {
-        for (const [s, e] of reserveAhead.fill) await fh.write(new Uint8Array(e - s), 0, e - s, s);
-      }
+      if (!ahead && reserveAhead?.fill && !readOnly) await writeZeroRanges(fh, reserveAhead.fill);
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;
@@ -292,7 +290,7 @@ export class FileStorage implements Storage {
     try {
       const finish = this.#ahead?.finish();
       if (finish && fh) {
-        for (const [s, e] of finish.zeroFill) await fh.write(new Uint8Array(e - s), 0, e - s, s);
+        await writeZeroRanges(fh, finish.zeroFill);
         // A truncate to the size it has frees blocks reserved past EOF (ext4, xfs, tmpfs); one
         // call, so the size is never wrong, even for an instant.
         if (finish.truncateTo !== undefined) await fh.truncate(finish.truncateTo);
@@ -301,6 +299,11 @@ export class FileStorage implements Storage {
       await fh?.close();
     }
   }
+}
+
+async function writeZeroRanges(fh: FileHandle, ranges: [number, number][]): Promise<void> {
+  for (const [start, end] of ranges)
+    await fh.write(new Uint8Array(end - start), 0, end - start, start);
 }
 
 async function blockDeviceSize(fh: FileHandle): Promise<number> {
