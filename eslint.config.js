@@ -40,6 +40,16 @@ export default tseslint.config(
     },
   },
   {
+    // The bin shims and the code-cache loader are CommonJS (bin/package.json): the loader runs
+    // before any ES module machinery is needed (bin/code-cache.cjs says why).
+    files: ['bin/**'],
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: { require: 'readonly', module: 'writable', __dirname: 'readonly' },
+    },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['test/**', 'bench/**'],
     rules: {
       '@typescript-eslint/no-non-null-assertion': 'off',

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+'use strict';
 // Node >= 22.19 is required (zstd in node:zlib, current undici/commander); npx and npm scripts use the pinned Node 24.
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 19)) {
@@ -7,12 +8,8 @@ if (major < 22 || (major === 22 && minor < 19)) {
   );
   process.exitCode = 1;
 } else {
-  // V8's compile cache (Node >= 22.1; on disk in the OS temp dir, checked against the sources)
-  // saves parsing and compiling the CLI's modules at every start; NODE_DISABLE_COMPILE_CACHE=1
-  // turns it off.
-  import('node:module')
-    .then((m) => m.enableCompileCache?.())
-    .catch(() => undefined)
-    .then(() => import('../dist/bundle/main.js'))
-    .then((m) => m.runBin('img'));
+  // The img commands are one CommonJS bundle run with a V8 code cache (code-cache.cjs says why).
+  const { loadBundle } = require('./code-cache.cjs');
+  const bundle = require('node:path').join(__dirname, '..', 'dist', 'bundle', 'img.cjs');
+  loadBundle(bundle, 'img', process.argv[2]).runImgBin();
 }

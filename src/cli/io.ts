@@ -14,8 +14,37 @@ export interface CliIO {
   readonly cwd: string;
 }
 
+const guarded = new WeakSet<object>();
+
+/**
+ * process.stdout or process.stderr, with a closed pipe not treated as a crash (like qemu-img,
+ * which ignores SIGPIPE). Node creates these streams on first access, and that costs ~3 ms of a
+ * start (the stream machinery, and the net module for a pipe): a command that prints nothing,
+ * like most converts, should not pay for it.
+ */
+export function stdio(name: 'stdout' | 'stderr'): NodeJS.WriteStream {
+  const stream = process[name];
+  if (!guarded.has(stream)) {
+    guarded.add(stream);
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
+  return stream;
+}
+
+/** The process's own streams (created on first use), environment and directory. */
 export function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
+  return {
+    get stdout() {
+      return stdio('stdout');
+    },
+    get stderr() {
+      return stdio('stderr');
+    },
+    env: process.env,
+    cwd: process.cwd(),
+  };
 }
 
 /** An in-memory CliIO for tests: run a command, then read `out` / `err`. */
