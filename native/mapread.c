@@ -18,13 +18,14 @@
  *     (zeroMap.length >= ceil(length / 512)). undefined when the range cannot be mapped (past
  *     the end of the file, a file type without mmap, an old kernel, the file shrank).
  *   unmap(view) -> undefined
- *     Detaches the view's buffer (JavaScript then sees it empty) and unmaps it on the thread
- *     pool; otherwise the garbage collector unmaps it.
+ *     Detaches the view's buffer (JavaScript then sees it empty); the next mapRead() unmaps it
+ *     on the thread pool (see retire()). Without unmap() the garbage collector unmaps it.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -53,6 +54,56 @@ typedef struct mapping {
  * the JS thread that made them (each worker thread has its own list). Initial-exec TLS, so the
  * signal handler may read it. */
 static __thread __attribute__((tls_model("initial-exec"))) mapping *live;
+
+/* Mappings JavaScript is done with (unmap()), left for the pool: the next mapRead job unmaps
+ * them before it maps its own range. munmap() of 2 MiB of page-cache pages costs ~85 us (page
+ * references, TLB shootdown), too much for the main thread; an N-API async work per unmap (what
+ * this replaced) still cost the main thread ~25 us each for its async resource, ~5 ms of a
+ * 1 GiB convert. At most RETIRED_MAX wait (the last few of a copy wait for the next mapRead or
+ * the process's exit); past that, unmap() unmaps on the spot. One list for all threads:
+ * munmap() is process-wide. */
+#define RETIRED_MAX 32
+typedef struct retired {
+  void *base;
+  size_t len;
+  struct retired *next;
+} retired;
+static pthread_mutex_t retired_lock = PTHREAD_MUTEX_INITIALIZER;
+static retired *retired_head;
+static int retired_count;
+
+static void retire(void *base, size_t len) {
+  retired *r = malloc(sizeof(*r));
+  if (r) {
+    pthread_mutex_lock(&retired_lock);
+    if (retired_count < RETIRED_MAX) {
+      r->base = base;
+      r->len = len;
+      r->next = retired_head;
+      retired_head = r;
+      retired_count++;
+      pthread_mutex_unlock(&retired_lock);
+      return;
+    }
+    pthread_mutex_unlock(&retired_lock);
+    free(r);
+  }
+  munmap(base, len);
+}
+
+static void unmap_retired(void) {
+  pthread_mutex_lock(&retired_lock);
+  retired *r = retired_head;
+  retired_head = NULL;
+  retired_count = 0;
+  pthread_mutex_unlock(&retired_lock);
+  while (r) {
+    retired *next = r->next;
+    munmap(r->base, r->len);
+    free(r);
+    r = next;
+  }
+}
 
 typedef struct {
   napi_async_work work;
@@ -153,6 +204,7 @@ static int scan_zeros(const uint8_t *p, size_t length, uint8_t *zero_map) {
 static void map_execute(napi_env env, void *data) {
   map_job *job = data;
   (void)env;
+  unmap_retired();
   struct stat st;
   if (fstat(job->fd, &st) != 0 || !S_ISREG(st.st_mode) || job->offset < 0 ||
       (uint64_t)job->offset + job->length > (uint64_t)st.st_size)
@@ -263,28 +315,9 @@ static napi_value map_read(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-typedef struct {
-  napi_async_work work;
-  void *base;
-  size_t len;
-} unmap_job;
-
-static void unmap_execute(napi_env env, void *data) {
-  unmap_job *job = data;
-  (void)env;
-  munmap(job->base, job->len);
-}
-
-static void unmap_complete(napi_env env, napi_status status, void *data) {
-  unmap_job *job = data;
-  (void)status;
-  napi_delete_async_work(env, job->work);
-  free(job);
-}
-
 static napi_value unmap(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], ab, name;
+  napi_value argv[1], ab;
   napi_typedarray_type type;
   size_t n, byte_offset, ab_len;
   void *p, *data;
@@ -297,20 +330,7 @@ static napi_value unmap(napi_env env, napi_callback_info info) {
       /* Detach first: from here on JavaScript sees an empty buffer, never the unmapped pages. */
       if (napi_detach_arraybuffer(env, ab) != napi_ok) return NULL;
       m->unmapped = 1;
-      /* munmap() of 2 MiB of page-cache pages costs ~85 us (page references, TLB shootdown):
-       * on the pool it overlaps with the main thread's writes instead of adding to them. */
-      unmap_job *job = malloc(sizeof(*job));
-      if (job) {
-        job->base = m->base;
-        job->len = m->len;
-        napi_create_string_utf8(env, "vmforge:unmap", NAPI_AUTO_LENGTH, &name);
-        if (napi_create_async_work(env, NULL, name, unmap_execute, unmap_complete, job, &job->work) ==
-                napi_ok &&
-            napi_queue_async_work(env, job->work) == napi_ok)
-          break;
-        free(job);
-      }
-      munmap(m->base, m->len);
+      retire(m->base, m->len);
       break;
     }
   }

@@ -125,6 +125,38 @@ describe('mapRead / unmap (native/mapread.c)', () => {
     },
   );
 
+  it.runIf(available)(
+    'unmap() leaves the munmap to the next mapRead, and never lets more than 32 wait',
+    async () => {
+      const dir = await tempDir();
+      const path = join(dir, 'retired-src');
+      writeFileSync(path, pseudoRandom(3, 64 * 4096));
+      /** Mappings of `path` in this process (/proc/self/maps names the file). */
+      const mapped = () =>
+        readFileSync('/proc/self/maps', 'utf8')
+          .split('\n')
+          .filter((l) => l.endsWith(path)).length;
+      const fd = openSync(path, 'r');
+      try {
+        const views: Uint8Array[] = [];
+        for (let i = 0; i < 40; i++)
+          views.push((await native!.mapRead!(fd, i * 4096, 4096, null))!);
+        expect(mapped()).toBe(40);
+        for (const v of views) native!.unmap!(v);
+        // 32 wait for the pool; the 8 beyond that were unmapped on the spot.
+        expect(mapped()).toBe(32);
+        // The next mapRead unmaps them on the pool before mapping its own range.
+        const next = await native!.mapRead!(fd, 0, 4096, null);
+        expect(mapped()).toBe(1);
+        native!.unmap!(next!);
+        await native!.mapRead!(fd, 0, 4096, null).then((v) => native!.unmap!(v!));
+        expect(mapped()).toBe(1); // the last one waits: for the next mapRead, or exit
+      } finally {
+        closeSync(fd);
+      }
+    },
+  );
+
   it.runIf(available)('worker threads map and unmap concurrently', async () => {
     // Every worker has its own Node-API environment; their mapping lists must not be shared.
     const dir = await tempDir();
