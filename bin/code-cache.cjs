@@ -25,6 +25,12 @@ const Module = require('node:module');
 
 const BUNDLE_ID = /^\/\/ vmforge-bundle ([0-9a-f]{64})\n/;
 
+/** Debug output on stderr; a closed pipe there is not a crash (as for the commands' output). */
+function debugLog(msg) {
+  if (process.stderr.listenerCount('error') === 0) process.stderr.on('error', () => undefined);
+  process.stderr.write(`vmforge:codecache ${msg}\n`);
+}
+
 function debugEnabled(env) {
   return (
     env.VMFORGE_DEBUG === '1' || /(^|,)\s*vmforge:(codecache|\*)\s*(,|$)/.test(env.NODE_DEBUG ?? '')
@@ -48,6 +54,47 @@ function cacheDirectory(env) {
   }
 }
 
+/**
+ * The file's bytes if it is a regular file of ours that nobody else can write (opened without
+ * following a symlink, checked on the open descriptor), else undefined. V8 does not verify a
+ * cache's payload in release builds: a cache someone else could write would be their code.
+ */
+function readPrivateFile(file) {
+  let fd;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || (process.getuid && st.uid !== process.getuid()) || (st.mode & 0o022) !== 0)
+      return undefined;
+    return fs.readFileSync(fd);
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+const DAY = 24 * 60 * 60 * 1000;
+
+/**
+ * Remove this bundle's caches of other builds not used for a week (another install may still
+ * use a recent one: installs share the directory), and temporary files a killed run left.
+ */
+function removeStale(dir, prefix, current, log) {
+  try {
+    const now = Date.now();
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.startsWith(prefix)) continue;
+      const file = path.join(dir, f);
+      const age = now - fs.lstatSync(file).mtimeMs;
+      const stale = f.endsWith('.tmp') ? age > 60_000 : !f.startsWith(current) && age > 7 * DAY;
+      if (stale) fs.rmSync(file, { force: true });
+    }
+  } catch (err) {
+    log(`cleanup: ${err.message}`);
+  }
+}
+
 /** What names a command's cache: the subcommand if argv starts with one, else "_". */
 function commandKey(word) {
   return typeof word === 'string' && /^[a-z][a-z0-9-]{0,31}$/.test(word) ? word : '_';
@@ -60,9 +107,7 @@ function commandKey(word) {
 function loadBundle(bundleFile, name, command, env = process.env) {
   const source = fs.readFileSync(bundleFile, 'utf8');
   const id = BUNDLE_ID.exec(source)?.[1];
-  const log = debugEnabled(env)
-    ? (msg) => process.stderr.write(`vmforge:codecache ${msg}\n`)
-    : () => undefined;
+  const log = debugEnabled(env) ? debugLog : () => undefined;
   const dir = id && env.NODE_DISABLE_COMPILE_CACHE !== '1' ? cacheDirectory(env) : undefined;
   const prefix = `${name}-`;
   const cacheFile =
@@ -71,14 +116,7 @@ function loadBundle(bundleFile, name, command, env = process.env) {
       dir,
       `${prefix}${id.slice(0, 16)}-${commandKey(command)}-${process.version}-${process.arch}.v8`,
     );
-  let cachedData;
-  if (cacheFile) {
-    try {
-      cachedData = fs.readFileSync(cacheFile);
-    } catch {
-      cachedData = undefined;
-    }
-  }
+  const cachedData = cacheFile ? readPrivateFile(cacheFile) : undefined;
   const script = new vm.Script(Module.wrap(source), {
     filename: bundleFile,
     cachedData,
@@ -97,12 +135,7 @@ function loadBundle(bundleFile, name, command, env = process.env) {
         fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
         fs.renameSync(tmp, cacheFile);
         log(`written: ${cacheFile}`);
-        // Caches of other builds of this bundle are dead weight now.
-        const current = path.basename(cacheFile).slice(0, prefix.length + 16);
-        for (const f of fs.readdirSync(dir)) {
-          if (f.startsWith(prefix) && !f.startsWith(current))
-            fs.rmSync(path.join(dir, f), { force: true });
-        }
+        removeStale(dir, prefix, path.basename(cacheFile).slice(0, prefix.length + 16), log);
       } catch (err) {
         log(`not written: ${err.message}`);
         try {

@@ -20,6 +20,8 @@
  *   unmap(view) -> undefined
  *     Detaches the view's buffer (JavaScript then sees it empty); the next mapRead() unmaps it
  *     on the thread pool (see retire()). Without unmap() the garbage collector unmaps it.
+ *   flushUnmapped() -> undefined
+ *     Unmaps on the thread pool what unmap() left waiting (called at the end of a copy).
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -315,6 +317,43 @@ static napi_value map_read(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* flushUnmapped(): unmap on the pool whatever unmap() left waiting, at the end of a copy (a
+ * long-running process should not keep the last chunks' mappings until its next copy). */
+typedef struct {
+  napi_async_work work;
+} flush_job;
+
+static void flush_execute(napi_env env, void *data) {
+  (void)env;
+  (void)data;
+  unmap_retired();
+}
+
+static void flush_complete(napi_env env, napi_status status, void *data) {
+  flush_job *job = data;
+  (void)status;
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value flush_unmapped(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value name;
+  flush_job *job = malloc(sizeof(*job));
+  if (!job) {
+    unmap_retired();
+    return NULL;
+  }
+  napi_create_string_utf8(env, "vmforge:flushUnmapped", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, flush_execute, flush_complete, job, &job->work) !=
+          napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free(job);
+    unmap_retired();
+  }
+  return NULL;
+}
+
 static napi_value unmap(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], ab;
@@ -341,6 +380,7 @@ void register_mapread(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mapRead", NULL, map_read, NULL, NULL, NULL, napi_default, NULL},
       {"unmap", NULL, unmap, NULL, NULL, NULL, napi_default, NULL},
+      {"flushUnmapped", NULL, flush_unmapped, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

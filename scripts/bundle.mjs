@@ -78,6 +78,8 @@ await build({
   // The sources use import.meta.url (the native addon, ora, the package root); the bundle is
   // run with a CommonJS wrapper whose __filename is the bundle's path (the prologue below).
   define: { 'import.meta.url': '__vmforgeMetaUrl' },
+  // Any other import.meta property would be undefined in CommonJS: fail the build instead.
+  logOverride: { 'empty-import-meta': 'error' },
   logLevel: 'warning',
   plugins: [lazyBuiltinsForCommander],
 });
@@ -88,5 +90,8 @@ await build({
 const prologue =
   '"use strict";\nconst __vmforgeMetaUrl = require("node:url").pathToFileURL(__filename).href;\n';
 const body = prologue + readFileSync(imgBundle, 'utf8');
+// bin/code-cache.cjs compiles the bundle with vm.Script, where import() goes through Node's
+// default loader; esbuild turns every import() of ours into require(), so none should be left.
+if (/\bimport\(/.test(body)) throw new Error(`${imgBundle}: import() left in the CommonJS bundle`);
 const sha = createHash('sha256').update(body).digest('hex');
 writeFileSync(imgBundle, `// vmforge-bundle ${sha}\n${body}`);

@@ -53,6 +53,8 @@ export interface NativeFileOps {
   ): Promise<Uint8Array | undefined>;
   /** Unmap a mapRead() view now (its buffer is detached); the GC does it otherwise. */
   unmap?(view: Uint8Array): void;
+  /** Unmap on the pool what unmap() left for the next mapRead() (call when a copy ends). */
+  flushUnmapped?(): void;
 }
 
 let loaded: NativeFileOps | null | undefined;

@@ -12,8 +12,23 @@ export function debug(section: string): (msg: string, ...args: unknown[]) => voi
   }
   const l = logger;
   return (msg, ...args) => {
-    if (process.env['VMFORGE_DEBUG'] === '1')
+    if (process.env['VMFORGE_DEBUG'] === '1') {
+      guardStderr();
       process.stderr.write(`vmforge:${section} ${msg} ${args.map(String).join(' ')}\n`);
-    else l(msg, ...args);
+    } else if (l.enabled) {
+      guardStderr();
+      l(msg, ...args);
+    }
   };
+}
+
+/**
+ * Debug output must not crash a command when stderr is a closed pipe (the CLI's own streams get
+ * the same guard when first used, src/cli/io.ts). Only EPIPE is swallowed.
+ */
+function guardStderr(): void {
+  if (process.stderr.listenerCount('error') > 0) return;
+  process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
 }

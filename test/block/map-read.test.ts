@@ -150,7 +150,10 @@ describe('mapRead / unmap (native/mapread.c)', () => {
         expect(mapped()).toBe(1);
         native!.unmap!(next!);
         await native!.mapRead!(fd, 0, 4096, null).then((v) => native!.unmap!(v!));
-        expect(mapped()).toBe(1); // the last one waits: for the next mapRead, or exit
+        expect(mapped()).toBe(1); // the last one waits: for the next mapRead, or ...
+        native!.flushUnmapped!(); // ... this, which unmaps it on the pool
+        for (let i = 0; i < 100 && mapped() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(mapped()).toBe(0);
       } finally {
         closeSync(fd);
       }

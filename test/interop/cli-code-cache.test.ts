@@ -6,13 +6,16 @@ import { createHash } from 'node:crypto';
 import {
   chmodSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -218,7 +221,13 @@ describe('loadBundle', () => {
          process.stdout.write(loadBundle(${JSON.stringify(bundle)}, 'fake', 'cmd').value());`,
       ],
       {
-        env: { ...process.env, NODE_COMPILE_CACHE: root, NODE_DEBUG: 'vmforge:codecache' },
+        env: {
+          ...process.env,
+          NODE_COMPILE_CACHE: root,
+          NODE_DEBUG: 'vmforge:codecache',
+          NODE_DISABLE_COMPILE_CACHE: undefined,
+          VMFORGE_DEBUG: undefined,
+        },
       },
     );
     expect(r.code, r.stderr).toBe(0);
@@ -234,20 +243,46 @@ describe('loadBundle', () => {
     // alone would take the old cache (it compares lengths) and run AAAA's code.
     const b = fakeBundle('a.cjs', 'BBBB');
     expect(await load(b, root)).toEqual({ value: 'BBBB', events: ['none yet', 'written'] });
-    // ... and the old build's cache is gone once the new one is written.
-    expect(readdirSync(join(root, 'vmforge'))).toHaveLength(1);
+    // The old build's cache stays (another install may still use it) until it is a week old.
+    expect(readdirSync(join(root, 'vmforge'))).toHaveLength(2);
   });
 
-  it('leaves other programs’ caches alone when it cleans up', async () => {
+  it('removes other builds’ caches unused for a week and dead temporary files, nothing else', async () => {
     const root = join(dir, 'l2');
-    mkdirSync(join(root, 'vmforge'), { recursive: true, mode: 0o700 });
-    writeFileSync(join(root, 'vmforge', 'other-0123456789abcdef-cmd-v0-x64.v8'), 'x');
-    writeFileSync(join(root, 'vmforge', 'fake-0123456789abcdef-cmd-v0-x64.v8'), 'x');
+    const cdir = join(root, 'vmforge');
+    mkdirSync(cdir, { recursive: true, mode: 0o700 });
+    const old = Date.now() / 1000 - 8 * 24 * 3600;
+    const files = {
+      otherProgram: 'other-0123456789abcdef-cmd-v0-x64.v8', // not ours: never touched
+      oldBuild: 'fake-0123456789abcdef-cmd-v0-x64.v8', // ours, a week old: removed
+      recentBuild: 'fake-fedcba9876543210-cmd-v0-x64.v8', // ours, recent: another install's
+      deadTmp: 'fake-fedcba9876543210-cmd-v0-x64.v8.123.tmp', // a killed run's, old: removed
+    };
+    for (const f of Object.values(files)) writeFileSync(join(cdir, f), 'x');
+    for (const f of [files.otherProgram, files.oldBuild, files.deadTmp])
+      utimesSync(join(cdir, f), old, old);
     await load(fakeBundle('c.cjs', 'C'), root);
-    const left = readdirSync(join(root, 'vmforge'));
-    expect(left).toContain('other-0123456789abcdef-cmd-v0-x64.v8');
-    expect(left).not.toContain('fake-0123456789abcdef-cmd-v0-x64.v8');
-    expect(left).toHaveLength(2);
+    const left = readdirSync(cdir);
+    expect(left).toContain(files.otherProgram);
+    expect(left).toContain(files.recentBuild);
+    expect(left).not.toContain(files.oldBuild);
+    expect(left).not.toContain(files.deadTmp);
+    expect(left).toHaveLength(3); // + the new cache
+  });
+
+  it('does not read a cache file that others can write, or a symlink', async () => {
+    const root = join(dir, 'l4');
+    const bundle = fakeBundle('d.cjs', 'D');
+    expect((await load(bundle, root)).events).toEqual(['none yet', 'written']);
+    const [file] = readdirSync(join(root, 'vmforge'));
+    const path = join(root, 'vmforge', file!);
+    chmodSync(path, 0o666);
+    expect((await load(bundle, root)).events).toEqual(['none yet', 'written']);
+    expect(statSync(path).mode & 0o777).toBe(0o600); // replaced by a private one
+    renameSync(path, `${path}.real`);
+    symlinkSync(`${path}.real`, path);
+    expect((await load(bundle, root)).events).toEqual(['none yet', 'written']);
+    expect(lstatSync(path).isSymbolicLink()).toBe(false);
   });
 
   it('loads a bundle without an id, with no cache', async () => {

@@ -498,6 +498,8 @@ export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<v
       }),
     ),
   );
+  // The last chunks' mappings wait for a next mapRead() that may never come in this process.
+  if (plan.mapSources) nativeFileOps()?.flushUnmapped?.();
   if (failed !== undefined) throw failed;
 }
 
