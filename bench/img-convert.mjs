@@ -70,7 +70,13 @@ function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
-/** Alternate qemu-img and vmforge `runs` times; the output file is removed before each run. */
+/**
+ * Alternate qemu-img and vmforge `runs` times; the output file is removed before each run.
+ * Besides the two medians, the median of each round's own ratio (vmforge / the qemu-img run just
+ * before it): on the development VM a run now and then takes 3-10x as long, for either tool,
+ * when the pages it allocates come back from the hypervisor (free page reporting,
+ * docs/img-convert.md); a slow stretch then shows in both runs of a round and cancels out.
+ */
 function compare(name, args, out, runs = 3) {
   const peer = [];
   const ours = [];
@@ -80,7 +86,8 @@ function compare(name, args, out, runs = 3) {
     rmSync(out, { force: true });
     ours.push(timeOne([...vmforgeImg, 'convert', ...args, out]));
   }
-  return { name, peer: median(peer), ours: median(ours) };
+  const paired = median(ours.map((t, i) => t / peer[i]));
+  return { name, peer: median(peer), ours: median(ours), paired };
 }
 
 try {
@@ -98,10 +105,11 @@ try {
   const out = join(dir, 'out.img');
 
   const rows = [
-    // Sub-second cases: 7 alternating runs, the page cache's writeback makes single runs jumpy.
-    compare('1 GiB mixed raw -> qcow2', ['-O', 'qcow2', mixed], out, 7),
-    compare('1 GiB mixed qcow2 -> raw', ['-O', 'raw', mixedQcow2], out, 7),
-    compare('512 MiB random raw -> qcow2', ['-O', 'qcow2', random], out, 7),
+    // Sub-second cases: 11 alternating runs, the page cache's writeback and the hypervisor's
+    // page reporting make single runs jumpy.
+    compare('1 GiB mixed raw -> qcow2', ['-O', 'qcow2', mixed], out, 11),
+    compare('1 GiB mixed qcow2 -> raw', ['-O', 'raw', mixedQcow2], out, 11),
+    compare('512 MiB random raw -> qcow2', ['-O', 'qcow2', random], out, 11),
     compare('256 MiB text -> qcow2 -c zlib', ['-O', 'qcow2', '-c', text], out),
     compare(
       '256 MiB text -> qcow2 -c zstd',

@@ -32,13 +32,20 @@ export function sh(argv, options = {}) {
   return r.stdout.toString();
 }
 
-/** Print a row: name, peer ms, vmforge ms, ratio (vmforge / peer; < 1 means vmforge is faster). */
+/**
+ * Print a row: name, peer ms, vmforge ms, ratio (vmforge / peer; < 1 means vmforge is faster),
+ * and, for rows that have it, the median of the rounds' own ratios (`paired`).
+ */
 export function report(rows, peer = 'qemu-img') {
   const w = Math.max(...rows.map((r) => r.name.length), 10);
-  console.log(`${'case'.padEnd(w)}  ${peer.padStart(10)}  ${'vmforge'.padStart(10)}  ratio`);
+  const paired = rows.some((r) => r.paired !== undefined);
+  console.log(
+    `${'case'.padEnd(w)}  ${peer.padStart(10)}  ${'vmforge'.padStart(10)}  ratio${paired ? '  paired' : ''}`,
+  );
   for (const r of rows) {
+    const extra = r.paired !== undefined ? `  ${r.paired.toFixed(2).padStart(6)}` : '';
     console.log(
-      `${r.name.padEnd(w)}  ${r.peer.toFixed(1).padStart(8)}ms  ${r.ours.toFixed(1).padStart(8)}ms  ${(r.ours / r.peer).toFixed(2)}`,
+      `${r.name.padEnd(w)}  ${r.peer.toFixed(1).padStart(8)}ms  ${r.ours.toFixed(1).padStart(8)}ms  ${(r.ours / r.peer).toFixed(2).padStart(5)}${extra}`,
     );
   }
 }
