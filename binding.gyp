@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "vmforge_native",
-      "sources": ["native/fileops.c", "native/mapread.c"],
+      "sources": ["native/fileops.c", "native/mapread.c", "native/copychunks.c"],
       "cflags": ["-O2", "-Wall"]
     },
     {

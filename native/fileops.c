@@ -7,7 +7,8 @@
  * For NBD READ replies from raw exports: cachestat() to learn that a range is in the page
  * cache, and sendfile() of that range to the client socket (the kernel hands page-cache pages
  * to the socket instead of copying them twice through a user buffer).
- * For convert: mapped reads of source files (mapread.c).
+ * For convert: mapped reads of source files (mapread.c), and the copy loop into a raw target
+ * (copychunks.c).
  * Optional: vmforge falls back to pure JavaScript when this addon is not built.
  * Node-API only, so one build works on every Node version with N-API 8.
  */
@@ -278,7 +279,8 @@ static napi_value set_send_buffer(napi_env env, napi_callback_info info) {
   return out;
 }
 
-void register_mapread(napi_env env, napi_value exports); /* mapread.c */
+void register_mapread(napi_env env, napi_value exports);    /* mapread.c */
+void register_copychunks(napi_env env, napi_value exports); /* copychunks.c */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -295,6 +297,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   register_mapread(env, exports);
+  register_copychunks(env, exports);
   return exports;
 }
 

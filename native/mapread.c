@@ -37,12 +37,12 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "sectors.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
 #endif
 
-#define SECTOR 512
 
 /* One live mapping; the buffer's finalizer and unmap() share it (whichever comes first unmaps). */
 typedef struct mapping {
@@ -168,15 +168,6 @@ static void install_guard(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, &previous_bus);
   atomic_store(&guard_state, 2);
-}
-
-static int sector_is_zero(const uint8_t *p, size_t n) {
-  const uint64_t *w = (const uint64_t *)p;
-  /* Data nearly always differs in its first or last word. */
-  if (w[0] != 0 || w[n / 8 - 1] != 0) return 0;
-  uint64_t acc = 0;
-  for (size_t i = 1; i < n / 8 - 1; i++) acc |= w[i];
-  return acc == 0;
 }
 
 /* Fill zero_map for the range; 0 if a SIGBUS stopped it. */

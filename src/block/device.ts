@@ -120,8 +120,31 @@ export interface BlockDevice {
     length: number,
   ): FileRange | undefined | Promise<FileRange | undefined>;
 
+  /**
+   * The host file that guest bytes map to one to one (a raw image on a file), for bulk copies
+   * that write it directly (convert's native copy loop); undefined when there is none or when
+   * writes need more than a write() (writethrough cache). Never needed for correctness.
+   */
+  directWriteTarget?(): DirectWriteTarget | undefined;
+
   /** Flush, release locks and handles; the backing chain is closed too. Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * A file written directly, behind its device's back (BlockDevice.directWriteTarget). Guest
+ * offset N is byte N of `fd`. The writer works in numbered batches (0, 1, ...): it announces
+ * each range of a batch before writing there (in order), names the parts it left out once the
+ * batch is done, then settles the batch; so the file's reserved-ahead space (ReserveAhead
+ * announce/skipped/settle) ends up as plain write()s of the data would have left it.
+ */
+export interface DirectWriteTarget {
+  fd: number;
+  /** Guest size: nothing is written at or past it. */
+  size: number;
+  announce(start: number, end: number, batch: number): void;
+  skipped(start: number, end: number): void;
+  settle(batch: number): void;
 }
 
 /** A byte range of an open host file (BlockDevice.fileRange). */

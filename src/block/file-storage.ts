@@ -3,6 +3,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants as fsConstants, fstatSync, writeSync } from 'node:fs';
 import { fromSystemError, InvalidArgumentError } from '../core/index.js';
+import type { DirectWriteTarget } from './device.js';
 import type { Storage } from './storage.js';
 import { nativeFileOps } from './native.js';
 import { ReserveAhead, type ReserveAheadOptions } from './reserve-ahead.js';
@@ -208,6 +209,21 @@ export class FileStorage implements Storage {
       done += n;
     }
     if (this.#cache === 'writethrough') await this.#sync();
+  }
+
+  /**
+   * The descriptor and reserve-ahead hooks for a writer that bypasses write() (see
+   * DirectWriteTarget); undefined when writes need more than a write() (read-only, writethrough).
+   */
+  directWriter(): Omit<DirectWriteTarget, 'size'> | undefined {
+    if (this.readOnly || this.#cache === 'writethrough' || !this.#fh) return undefined;
+    const ahead = this.#ahead;
+    return {
+      fd: this.#fh.fd,
+      announce: (start, end, batch) => ahead?.announce(start, end, batch),
+      skipped: (start, end) => ahead?.skipped(start, end),
+      settle: (batch) => ahead?.settle(batch),
+    };
   }
 
   async truncate(size: number): Promise<void> {

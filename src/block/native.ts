@@ -55,6 +55,25 @@ export interface NativeFileOps {
   unmap?(view: Uint8Array): void;
   /** Unmap on the pool what unmap() left for the next mapRead() (call when a copy ends). */
   flushUnmapped?(): void;
+  /**
+   * native/copychunks.c: copy chunks of source files into the target file in order, on two
+   * threads, leaving out zero runs as qemu-img's -S does. `chunks` holds 4 numbers per chunk:
+   * target offset, length (multiples of 512, at most 16 MiB), source fd, source offset.
+   * Resolves with [chunks done, errno, failed step (1 read, 2 write), then the byte intervals
+   * written, 2 numbers each]; copying stops at the first chunk that fails. Absent in older
+   * builds.
+   */
+  copyChunks?(
+    targetFd: number,
+    targetSize: number,
+    chunks: Float64Array,
+    minSparse: number,
+    alignment: number,
+  ): Promise<Float64Array>;
+  /** End the copyChunks() calls writing to targetFd after their current chunk (ECANCELED). */
+  cancelCopyChunks?(targetFd: number): void;
+  /** End copyChunks()' threads and free its buffers (once the copy's last call has settled). */
+  releaseCopyBuffers?(): void;
 }
 
 let loaded: NativeFileOps | null | undefined;

@@ -14,6 +14,10 @@
 // - finish() punches what is left below the final size; the caller then frees the reservation
 //   past EOF with ftruncate() to the same size (ext4 releases KEEP_SIZE blocks beyond i_size).
 //
+// A bulk writer that knows what it wrote only afterwards announces whole ranges, then reports
+// what it left out (announce(), skipped(), settle()); spans it leaves meanwhile are given back
+// once their batches are settled.
+//
 // Only regions known to hold nothing are reserved (from `unallocatedFrom` on, and never twice):
 // punching "unwritten" parts of a span must never remove data that was there before.
 import type { NativeFileOps } from './native.js';
@@ -43,6 +47,15 @@ export interface ReserveAheadOptions {
 
 type Interval = [start: number, end: number];
 
+/** A span left before the batches announced into it were settled. */
+interface LeftSpan {
+  start: number;
+  end: number;
+  written: Interval[];
+  /** Given back once settle() has covered this many batches. */
+  batch: number;
+}
+
 export class ReserveAhead {
   readonly #fd: number;
   readonly #native: Required<Pick<NativeFileOps, 'preallocate' | 'punchHole'>>;
@@ -63,6 +76,11 @@ export class ReserveAhead {
   #unfilled: Interval[];
   #reserved = false;
   #disabled = false;
+  /** Batches announced (announce()) and settled (settle()): numbers past the last of each. */
+  #announced = 0;
+  #settled = 0;
+  /** Spans left while announced batches were unsettled, given back when those settle. */
+  #leaving: LeftSpan[] = [];
 
   constructor(
     fd: number,
@@ -97,6 +115,51 @@ export class ReserveAhead {
     if (this.#unfilled.length > 0) this.#unfilled = subtract(this.#unfilled, offset, end, false);
     if (!this.#disabled && end > this.#frontier) this.#reserveFor(offset, end);
     this.#markWritten(offset, end);
+  }
+
+  /**
+   * For a bulk writer that learns what it wrote only afterwards (convert's native copy loop,
+   * which leaves out the zero runs it finds): writing() for a whole range of batch `batch`
+   * (0, 1, 2, ... in order), then skipped() for its parts left unwritten, then settle(batch).
+   * A span left while some announced batch is unsettled keeps its bookkeeping until then, so
+   * what is given back is exactly what plain writes of the data would have left unwritten, and
+   * no punch ever races a write in flight.
+   */
+  announce(offset: number, end: number, batch: number): void {
+    this.#announced = Math.max(this.#announced, batch + 1);
+    this.writing(offset, end - offset);
+  }
+
+  /** Part of an announced range that was not written after all. */
+  skipped(offset: number, end: number): void {
+    // A `fill` range stays counted as written (never punched) and is owed by finish().
+    let pieces: Interval[] = [[offset, end]];
+    for (const [s, e] of this.#fill) {
+      const from = Math.max(s, offset);
+      const to = Math.min(e, end);
+      if (from < to) this.#unfilled = [...subtract(this.#unfilled, from, to, false), [from, to]];
+      pieces = subtract(pieces, s, e, false);
+    }
+    for (const [s, e] of pieces) {
+      if (s < this.#spanEnd && e > this.#spanStart)
+        this.#written = subtract(this.#written, s, e, false);
+      for (const span of this.#leaving) {
+        if (s < span.end && e > span.start) span.written = subtract(span.written, s, e, false);
+      }
+    }
+  }
+
+  /** Every range announced with a batch number up to `batch` has been written or skipped. */
+  settle(batch: number): void {
+    this.#settled = Math.max(this.#settled, batch + 1);
+    if (this.#leaving.length === 0) return;
+    const size = this.#size();
+    const keep: LeftSpan[] = [];
+    for (const span of this.#leaving) {
+      if (span.batch <= this.#settled) this.#giveBack(span, size);
+      else keep.push(span);
+    }
+    this.#leaving = keep;
   }
 
   #reserveFor(offset: number, end: number): void {
@@ -139,6 +202,7 @@ export class ReserveAhead {
 
   /** Give back everything reserved and not written (call before closing the file). */
   finish(): { truncateTo?: number; zeroFill: Interval[] } {
+    this.settle(Infinity);
     this.#leaveSpan();
     this.#disabled = true;
     const zeroFill = this.#unfilled;
@@ -152,9 +216,18 @@ export class ReserveAhead {
 
   #leaveSpan(): void {
     if (this.#spanEnd === this.#spanStart) return;
-    const size = this.#size();
-    let at = this.#spanStart;
-    for (const [s, e] of [...this.#written, [this.#spanEnd, this.#spanEnd] as Interval]) {
+    const span = { start: this.#spanStart, end: this.#spanEnd, written: this.#written };
+    // Announced ranges not yet reported may still turn out unwritten (see announce()).
+    if (this.#announced > this.#settled) this.#leaving.push({ ...span, batch: this.#announced });
+    else this.#giveBack(span, this.#size());
+    this.#spanStart = this.#spanEnd = 0;
+    this.#written = [];
+  }
+
+  /** Punch a left span's unwritten whole blocks (those past EOF wait for finish()). */
+  #giveBack(span: { start: number; end: number; written: Interval[] }, size: number): void {
+    let at = span.start;
+    for (const [s, e] of [...span.written, [span.end, span.end] as Interval]) {
       // Blocks partly written are allocated either way; only whole unwritten blocks go back.
       const gapStart = alignUp(at);
       const gapEnd = alignDown(s);
@@ -164,8 +237,6 @@ export class ReserveAhead {
       }
       at = Math.max(at, e);
     }
-    this.#spanStart = this.#spanEnd = 0;
-    this.#written = [];
   }
 
   #punch(start: number, end: number): void {

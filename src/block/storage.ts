@@ -2,6 +2,8 @@
 // A qcow2 image reads its metadata and data clusters through a Storage; a raw device maps guest
 // offsets 1:1 onto one. Implementations: FileStorage (a host file), MemoryStorage (tests).
 
+import type { DirectWriteTarget } from './device.js';
+
 export interface Storage {
   /** Path or description, used in messages and in `map` output. */
   readonly filename: string;
@@ -43,6 +45,9 @@ export interface Storage {
    * treats the range as data).
    */
   extent?(offset: number, length: number): Promise<{ hole: boolean; length: number } | undefined>;
+
+  /** A host file's descriptor for writers that bypass write() (DirectWriteTarget), if any. */
+  directWriter?(): Omit<DirectWriteTarget, 'size'> | undefined;
 
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import type {
   BlockCapabilities,
   BlockDevice,
   BlockExtent,
+  DirectWriteTarget,
   FileRange,
   WriteOptions,
   WriteZeroesOptions,
@@ -113,6 +114,13 @@ export class RawDevice implements BlockDevice {
     // FileStorage exposes its descriptor; other storages (memory, NBD) have no file to send.
     const fd = (this.storage as { fd?: unknown }).fd;
     return typeof fd === 'number' ? { fd, offset } : undefined;
+  }
+
+  directWriteTarget(): DirectWriteTarget | undefined {
+    if (this.#closed) return undefined;
+    // FileStorage lends its descriptor; other storages (memory, NBD) have no file to write.
+    const writer = this.storage.directWriter?.();
+    return writer ? { ...writer, size: this.#size } : undefined;
   }
 
   /** Change the guest size (qemu-img resize on raw): truncates or extends the storage. */

@@ -11,9 +11,9 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** A ReserveAhead over a fake helper that records its calls, and a settable file size. */
-function recorded(unallocatedFrom: number, span = 1 * MiB) {
+function recorded(unallocatedFrom: number, span = 1 * MiB, fileSize = unallocatedFrom) {
   const calls: string[] = [];
-  let size = unallocatedFrom;
+  let size = fileSize;
   const ahead = new ReserveAhead(
     3,
     {
@@ -141,6 +141,65 @@ describe('ReserveAhead bookkeeping', () => {
     b.ahead.writing(0, 512); // a partial first block: the rest of it still has to be filled
     expect(b.ahead.finish().zeroFill).toEqual([[512, 4096]]);
     expect(b.calls).toEqual([`reserve 0+${MiB}`, `punch ${4 * KiB}+${MiB - 4 * KiB}`]);
+  });
+
+  it('announced batches: what they skipped goes back like plain writes would leave it', () => {
+    // The native copy loop announces whole chunks, then names the zero runs it left out.
+    const bulk = recorded(0, MiB, 2 * MiB); // a raw file: its size is set at creation
+    bulk.ahead.announce(0, 512 * KiB, 0);
+    bulk.ahead.skipped(100 * KiB + 512, 300 * KiB + 512); // partial blocks at both ends
+    bulk.ahead.settle(0);
+    bulk.ahead.announce(1 * MiB + 64 * KiB, 1 * MiB + 128 * KiB, 1); // leaves the first span
+    bulk.ahead.settle(1);
+    bulk.ahead.finish();
+    // The same data written plainly.
+    const plain = recorded(0, MiB, 2 * MiB);
+    plain.ahead.writing(0, 100 * KiB + 512);
+    plain.ahead.writing(300 * KiB + 512, 212 * KiB - 512);
+    plain.ahead.writing(1 * MiB + 64 * KiB, 64 * KiB);
+    plain.ahead.finish();
+    // The same calls; the first span is given back only once batch 1 (which left it) settled.
+    expect([...bulk.calls].sort()).toEqual([...plain.calls].sort());
+    expect(bulk.calls).toContain(`punch ${104 * KiB}+${196 * KiB}`);
+  });
+
+  it('a span left before its batch settled is given back only when it does', () => {
+    const { ahead, calls } = recorded(0, MiB, 2 * MiB);
+    ahead.announce(0, 600 * KiB, 0);
+    ahead.announce(1 * MiB + 64 * KiB, 1 * MiB + 128 * KiB, 1); // leaves the span: batch 0 open
+    expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
+    ahead.skipped(200 * KiB, 400 * KiB); // batch 0's result arrives late
+    ahead.settle(0);
+    // Batch 1 left the span and may have written into it (a batch can straddle spans).
+    expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
+    ahead.settle(1);
+    // Both the skipped run and the gap after the announced range, in one pass.
+    expect(calls.filter((c) => c.startsWith('punch'))).toEqual([
+      `punch ${200 * KiB}+${200 * KiB}`,
+      `punch ${600 * KiB}+${424 * KiB}`,
+    ]);
+  });
+
+  it('a skipped `fill` range is never punched and is owed by finish()', () => {
+    const calls: string[] = [];
+    const ahead = new ReserveAhead(
+      3,
+      {
+        preallocate: (_fd, off, len) => (calls.push(`reserve ${off}+${len}`), true),
+        punchHole: (_fd, off, len) => (calls.push(`punch ${off}+${len}`), true),
+      },
+      { span: MiB, unallocatedFrom: 0, fill: [[0, 4096]] },
+      () => MiB,
+    );
+    ahead.announce(0, 64 * KiB, 0);
+    ahead.skipped(0, 8 * KiB);
+    ahead.settle(0);
+    expect(ahead.finish().zeroFill).toEqual([[0, 4096]]);
+    expect(calls).toEqual([
+      `reserve 0+${MiB}`,
+      `punch ${4 * KiB}+${4 * KiB}`,
+      `punch ${64 * KiB}+${960 * KiB}`,
+    ]);
   });
 });
 

@@ -11,8 +11,9 @@ import type { BlockDevice } from '../../src/block/device.js';
 import { nativeFileOps } from '../../src/block/native.js';
 import { createImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
-import { runCopy, type CopyPlan } from '../../src/img/convert/copy.js';
+import { runCopy } from '../../src/img/convert/copy.js';
 import { pseudoRandom } from '../support/imgops-matrix.js';
+import { rawCopyPlan, rawLayout } from '../support/copy-plan.js';
 import { tempDir } from '../support/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -34,45 +35,6 @@ function sourceBytes(): Buffer {
   return b;
 }
 
-function plan(source: BlockDevice, target: BlockDevice): CopyPlan {
-  const sectors = Math.ceil(source.size / SECTOR);
-  return {
-    sources: [source],
-    sourceSectors: [sectors],
-    sourceAlignment: [1],
-    target,
-    totalSectors: sectors,
-    minSparse: 8,
-    alignment: 8,
-    bufSectors: (2 * MiB) / SECTOR,
-    targetHasBacking: false,
-    targetBackingSectors: -1,
-    hasZeroInit: true,
-    compressed: false,
-    clusterSectors: 0,
-    workers: 4,
-    inOrder: true,
-    salvage: false,
-    mapSources: true,
-  };
-}
-
-/** Data extents of a raw file, as [offset, length] pairs (SEEK_DATA / SEEK_HOLE). */
-async function layout(path: string): Promise<[number, number][]> {
-  const dev = await openImage(path, { format: 'raw' });
-  try {
-    const out: [number, number][] = [];
-    for (let off = 0; off < dev.size;) {
-      const [e] = await dev.blockStatus(off, dev.size - off);
-      if (e!.data) out.push([off, e!.length]);
-      off += e!.length;
-    }
-    return out;
-  } finally {
-    await dev.close();
-  }
-}
-
 /** Copy `src` to a new raw file; `prepare` may tamper with the opened source first. */
 async function copyTo(
   src: string,
@@ -86,7 +48,7 @@ async function copyTo(
     await createImage(out, { format: 'raw', size: source.size });
     const target = await openImage(out, { format: 'raw', readOnly: false });
     try {
-      await runCopy(plan(source, target), 0);
+      await runCopy(rawCopyPlan(source, target), 0);
     } finally {
       await target.close();
     }
@@ -114,8 +76,8 @@ describe('convert copies data chunks from a mapping of the source file', () => {
     });
     expect(readFileSync(mapped).equals(bytes)).toBe(true);
     expect(readFileSync(read).equals(bytes)).toBe(true);
-    const runs = await layout(mapped);
-    expect(runs).toEqual(await layout(read));
+    const runs = await rawLayout(mapped);
+    expect(runs).toEqual(await rawLayout(read));
     expect(runs.length).toBeGreaterThan(3); // zero runs did become holes
   });
 

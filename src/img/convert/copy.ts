@@ -3,7 +3,7 @@
 // `workers` chunks are read (and compressed) concurrently; writes happen in order unless
 // `outOfOrder`, so the target's layout is deterministic and matches qemu-img's.
 
-import type { BlockDevice } from '../../block/device.js';
+import type { BlockDevice, FileRange } from '../../block/device.js';
 import { allocIoBuffer } from '../../block/io-buffer.js';
 import {
   bufferView,
@@ -61,7 +61,7 @@ export interface CopyPlan {
   signal?: AbortSignal | undefined;
 }
 
-interface CursorState {
+export interface CursorState {
   sectorNum: number;
   nextStatusSector: number;
   status: ChunkStatus;
@@ -81,7 +81,11 @@ function selectPart(plan: CopyPlan, sector: number): { index: number; offset: nu
  * convert_iteration_sectors(): how many sectors from `sector` share one status, and which.
  * Mutates `st` (the status cache) exactly as QEMU does.
  */
-async function iterationSectors(plan: CopyPlan, st: CursorState, sector: number): Promise<number> {
+export async function iterationSectors(
+  plan: CopyPlan,
+  st: CursorState,
+  sector: number,
+): Promise<number> {
   const { index, offset: partOffset } = selectPart(plan, sector);
   let n = Math.min(plan.totalSectors - sector, REQUEST_MAX_SECTORS);
   let postBackingZero = false;
@@ -200,19 +204,30 @@ async function mapChunk(
 ): Promise<Uint8Array | undefined> {
   const native = nativeFileOps();
   if (!native?.mapRead) return undefined;
+  const range = await chunkFileRange(plan, sector, count);
+  if (!range) return undefined;
+  return native.mapRead(range.fd, range.offset, count * SECTOR, plan.minSparse ? zeroMap : null);
+}
+
+/**
+ * Where the chunk's sectors lie as one range of one source's host file (BlockDevice.fileRange),
+ * or undefined: the chunk is then read the ordinary way, which also reports any error.
+ */
+export async function chunkFileRange(
+  plan: CopyPlan,
+  sector: number,
+  count: number,
+): Promise<FileRange | undefined> {
   const { index, offset } = selectPart(plan, sector);
   const src = plan.sources[index]!;
   const byteOffset = (sector - offset) * SECTOR;
   const length = count * SECTOR;
   if (!src.fileRange || byteOffset + length > src.size) return undefined;
-  let range;
   try {
-    range = await src.fileRange(byteOffset, length);
+    return await src.fileRange(byteOffset, length);
   } catch {
     return undefined; // the ordinary read reports it (or salvages)
   }
-  if (!range) return undefined;
-  return native.mapRead(range.fd, range.offset, length, plan.minSparse ? zeroMap : null);
 }
 
 /**
@@ -388,6 +403,23 @@ async function writeChunk(
     sector += n;
     if (buf.length) buf = buf.subarray(n * SECTOR);
   }
+}
+
+/**
+ * One chunk the plain way, outside runCopy's workers: read it (data) into `buf`, split it into
+ * runs and write them. For the native copy loop's chunks that it cannot map, or that failed.
+ */
+export async function copyChunkByReading(
+  plan: CopyPlan,
+  sector: number,
+  n: number,
+  status: ChunkStatus,
+  buf: Uint8Array,
+): Promise<void> {
+  const data = status === 'data' ? buf.subarray(0, n * SECTOR) : new Uint8Array(0);
+  if (status === 'data') await readSectors(plan, sector, n, data);
+  const runs = planRuns(plan, sector, n, data, status);
+  await writeChunk(plan, sector, runs, data, status, undefined);
 }
 
 /** Run the copy. Resolves when every chunk is written; rejects on the first error. */

@@ -16,6 +16,7 @@ import { isQcow2, openImage, type SupportedFormat } from '../../image/open.js';
 import { createOptionLists, toCreateOptions } from '../create.js';
 import { QemuOpts } from '../qemu-opts.js';
 import { countAllocated, runCopy, type CopyPlan } from './copy.js';
+import { nativeCopyTarget, runNativeCopy } from './native-copy.js';
 // --bitmaps (persistent bitmaps, owned by src/qcow2/bitmaps): three marked call sites below.
 import {
   checkBitmapsCopyable,
@@ -277,7 +278,9 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       // Reported after every chunk; the CLI decides what to print (qemu prints on 1% moves).
       plan.onProgress = (done, total) => o.onProgress?.(total ? (100 * done) / total : 100);
     }
-    await runCopy(plan, allocated);
+    // A raw file target is copied by the native loop when it can; the rest by runCopy().
+    const direct = nativeCopyTarget(plan);
+    if (!direct || !(await runNativeCopy(plan, direct, allocated))) await runCopy(plan, allocated);
     if (plan.compressed && isQcow2(target)) await target.alignFileEnd();
     // [bitmaps] after the data, so the copy itself dirties nothing; stored when target closes.
     if (o.bitmaps) {

@@ -1,0 +1,169 @@
+// The copy loop for a raw file target (qemu-img convert -O raw): the chunks runCopy() would
+// copy are handed to native/copychunks.c in batches; its two threads read them, split them
+// into data and zero runs (-S) and write the data, with no JavaScript between the writes. On a
+// 2-core machine that takes about a third off the copy (docs/img-convert.md). The cursor over
+// the sources (block status, chunk sizes) and the run splitting are qemu-img's, as in
+// runCopy(), so the target gets the same writes; only who performs them differs.
+//
+// Chunks that are not one range of a source file (compressed or backing-file clusters, NBD
+// sources, a partial last sector), and any chunk the native loop fails on, are copied the
+// plain way (copyChunkByReading), which reports errors in qemu-img's words or salvages. A raw
+// target's chunks are disjoint ranges of one file, so these may be written while native
+// batches are still in flight.
+
+import { constants } from 'node:os';
+import type { DirectWriteTarget } from '../../block/device.js';
+import { allocIoBuffer } from '../../block/io-buffer.js';
+import { nativeFileOps } from '../../block/native.js';
+import { throwIfAborted } from '../../core/index.js';
+import {
+  chunkFileRange,
+  copyChunkByReading,
+  iterationSectors,
+  type CopyPlan,
+  type CursorState,
+} from './copy.js';
+
+const SECTOR = 512;
+/** Data bytes per native call: progress is reported as calls complete. */
+const BATCH_BYTES = 16 * 1024 * 1024;
+/**
+ * Data bytes queued ahead of the writer. The native threads never wait for JavaScript (whose
+ * thread competes with them for the cores) as long as this much is queued; Ctrl-C cancels what
+ * is queued (cancelCopyChunks).
+ */
+const QUEUED_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The target the native loop can write, or undefined for runCopy(). Zero runs are left out, so
+ * the target must read as zeros already (a file convert created, or --target-is-zero) with -S
+ * on; -r meters every request, which only runCopy() does.
+ */
+export function nativeCopyTarget(plan: CopyPlan): DirectWriteTarget | undefined {
+  if (!plan.mapSources || plan.compressed || !plan.minSparse || !plan.hasZeroInit) return undefined;
+  if (plan.targetHasBacking || plan.throttle) return undefined;
+  if (!nativeFileOps()?.copyChunks) return undefined;
+  return plan.target.directWriteTarget?.();
+}
+
+/**
+ * Copy as runCopy() would. Resolves false, having written nothing, when the first data chunk
+ * cannot be mapped: the sources are then most likely not files (NBD), and runCopy(), which
+ * reads several chunks at a time, should do the copy.
+ */
+export async function runNativeCopy(
+  plan: CopyPlan,
+  target: DirectWriteTarget,
+  allocatedTotal: number,
+): Promise<boolean> {
+  const native = nativeFileOps()!;
+  const copyChunks = native.copyChunks!;
+  let done = 0;
+  const progress = (sectors: number) => {
+    done += sectors;
+    plan.onProgress?.(done, allocatedTotal);
+  };
+  let buf: Uint8Array | undefined; // the loop's own; a failed batch's retries allocate theirs
+  const copyByReading = async (sector: number, n: number, own?: Uint8Array) => {
+    let b = own;
+    if (!b) {
+      if (!buf || buf.length < n * SECTOR)
+        buf = allocIoBuffer(Math.max(n, plan.bufSectors) * SECTOR);
+      b = buf;
+    }
+    await copyChunkByReading(plan, sector, n, 'data', b);
+  };
+  // A batch's chunks are announced to the target before they are queued (which reserves
+  // space ahead); the zero runs they left out are reported, then the batch is settled, so the
+  // reserved space they did not use is given back as after plain writes.
+  const copyBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
+    for (let i = 0; i < chunks.length; i += 4) {
+      target.announce(chunks[i]!, chunks[i]! + chunks[i + 1]!, seq);
+    }
+    const result = await copyChunks(target.fd, target.size, chunks, plan.minSparse, plan.alignment);
+    for (let i = 3; i + 1 < result.length; i += 2) target.skipped(result[i]!, result[i + 1]!);
+    const copied = result[0]!;
+    if (copied < chunks.length / 4 && result[1] === constants.errno.ECANCELED) {
+      // The copy was aborted or is failing: nothing is retried.
+      throwIfAborted(plan.signal);
+      throw new Error('copy cancelled');
+    }
+    let retryBuf: Uint8Array | undefined;
+    for (let i = 0; i < chunks.length; i += 4) {
+      const n = chunks[i + 1]! / SECTOR;
+      if (i / 4 >= copied) {
+        // Failed (or after the one that failed): the ordinary way says why, or succeeds.
+        throwIfAborted(plan.signal);
+        retryBuf ??= allocIoBuffer(plan.bufSectors * SECTOR);
+        if (retryBuf.length < n * SECTOR) retryBuf = allocIoBuffer(n * SECTOR);
+        await copyByReading(chunks[i]! / SECTOR, n, retryBuf);
+      }
+      progress(n);
+    }
+    target.settle(seq);
+  };
+  // Settled in order; the loop waits for the oldest when QUEUED_BYTES are queued.
+  const running: { promise: Promise<void>; bytes: number }[] = [];
+  let queuedBytes = 0;
+  let batch: number[] = [];
+  let batchBytes = 0;
+  let batches = 0;
+  const waitOldest = async () => {
+    const oldest = running.shift()!;
+    queuedBytes -= oldest.bytes;
+    await oldest.promise;
+  };
+  const queueBatch = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    while (queuedBytes >= QUEUED_BYTES) await waitOldest();
+    throwIfAborted(plan.signal);
+    const promise = copyBatch(Float64Array.from(batch), batches++);
+    // Awaited in turn; not an unhandled rejection meanwhile.
+    promise.catch(() => undefined);
+    running.push({ promise, bytes: batchBytes });
+    queuedBytes += batchBytes;
+    batch = [];
+    batchBytes = 0;
+  };
+
+  const st: CursorState = { sectorNum: 0, nextStatusSector: 0, status: 'data' };
+  let finished = false;
+  // Ctrl-C stops the queued native work at once, not when the loop next looks.
+  const cancel = () => native.cancelCopyChunks?.(target.fd);
+  plan.signal?.addEventListener('abort', cancel);
+  try {
+    for (let sector = 0; sector < plan.totalSectors;) {
+      throwIfAborted(plan.signal);
+      const n = await iterationSectors(plan, st, sector);
+      // Zero and backing chunks need no write: the target reads as zeros and has no backing.
+      if (st.status === 'data') {
+        const range = await chunkFileRange(plan, sector, n);
+        // A host offset past 2^53 (hostile metadata) is read the ordinary way: zeros, as QEMU.
+        if (range && range.offset + n * SECTOR <= Number.MAX_SAFE_INTEGER) {
+          batch.push(sector * SECTOR, n * SECTOR, range.fd, range.offset);
+          batchBytes += n * SECTOR;
+          // The first chunk goes at once: the pipeline starts while the rest are gathered.
+          if (batchBytes >= BATCH_BYTES || running.length === 0) await queueBatch();
+        } else if (running.length === 0 && batch.length === 0 && done === 0) {
+          return false;
+        } else {
+          await queueBatch(); // announced in order, before this chunk's writes
+          await copyByReading(sector, n);
+          progress(n);
+        }
+      }
+      sector += n;
+    }
+    await queueBatch();
+    while (running.length > 0) await waitOldest();
+    throwIfAborted(plan.signal);
+    finished = true;
+    return true;
+  } finally {
+    plan.signal?.removeEventListener('abort', cancel);
+    // Never leave a native write running into a target the caller is about to close.
+    if (!finished) cancel();
+    await Promise.allSettled(running.map((r) => r.promise));
+    native.releaseCopyBuffers?.();
+  }
+}
