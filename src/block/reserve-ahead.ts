@@ -81,6 +81,14 @@ export class ReserveAhead {
   #settled = 0;
   /** Spans left while announced batches were unsettled, given back when those settle. */
   #leaving: LeftSpan[] = [];
+  /**
+   * With announced batches, what settled spans give back waits here until it adds up to a
+   * largest span, or finish(): a punch holds the file's lock, which the bulk writer's
+   * concurrent writes then wait for (46 punches took 361 us each during a 1 GiB copy, 86 us
+   * after it).
+   */
+  #punches: Interval[] = [];
+  #punchBytes = 0;
 
   constructor(
     fd: number,
@@ -204,6 +212,7 @@ export class ReserveAhead {
   finish(): { truncateTo?: number; zeroFill: Interval[] } {
     this.settle(Infinity);
     this.#leaveSpan();
+    this.#flushPunches();
     this.#disabled = true;
     const zeroFill = this.#unfilled;
     this.#unfilled = [];
@@ -240,7 +249,20 @@ export class ReserveAhead {
   }
 
   #punch(start: number, end: number): void {
-    if (end > start) this.#native.punchHole(this.#fd, start, end - start);
+    if (end <= start) return;
+    if (this.#announced === 0 || this.#disabled) {
+      this.#native.punchHole(this.#fd, start, end - start);
+      return;
+    }
+    this.#punches.push([start, end]);
+    this.#punchBytes += end - start;
+    if (this.#punchBytes >= this.#maxSpan) this.#flushPunches();
+  }
+
+  #flushPunches(): void {
+    for (const [start, end] of this.#punches) this.#native.punchHole(this.#fd, start, end - start);
+    this.#punches = [];
+    this.#punchBytes = 0;
   }
 }
 

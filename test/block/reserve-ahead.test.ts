@@ -173,10 +173,29 @@ describe('ReserveAhead bookkeeping', () => {
     // Batch 1 left the span and may have written into it (a batch can straddle spans).
     expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
     ahead.settle(1);
-    // Both the skipped run and the gap after the announced range, in one pass.
-    expect(calls.filter((c) => c.startsWith('punch'))).toEqual([
+    // Given back in bulk: once a largest span's worth has gathered (1 MiB here), or at finish().
+    expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
+    ahead.finish();
+    // Both the skipped run and the gap after the announced range (then the last span's rest).
+    expect(calls.filter((c) => c.startsWith('punch')).slice(0, 2)).toEqual([
       `punch ${200 * KiB}+${200 * KiB}`,
       `punch ${600 * KiB}+${424 * KiB}`,
+    ]);
+  });
+
+  it('settled spans are given back as soon as a largest span has gathered', () => {
+    const { ahead, calls } = recorded(0, MiB, 8 * MiB);
+    const punches = () => calls.filter((c) => c.startsWith('punch'));
+    ahead.announce(0, 64 * KiB, 0);
+    ahead.announce(2 * MiB, 2 * MiB + 64 * KiB, 1); // a jump: leaves [0, 1 MiB)
+    ahead.settle(0);
+    ahead.settle(1);
+    expect(punches()).toEqual([]); // 960 KiB waiting
+    ahead.announce(4 * MiB, 4 * MiB + 64 * KiB, 2); // leaves [2 MiB, 3 MiB)
+    ahead.settle(2);
+    expect(punches()).toEqual([
+      `punch ${64 * KiB}+${960 * KiB}`,
+      `punch ${2 * MiB + 64 * KiB}+${960 * KiB}`,
     ]);
   });
 
