@@ -71,6 +71,8 @@ typedef struct job {
   size_t in_ring;   /* chunks claimed by the reader and not yet consumed by the writer */
   size_t done;      /* chunks written */
   int failed, error, step;
+  int handed_back; /* settle() was queued: the job is JavaScript's again */
+  int orphaned;    /* its environment is being torn down (env_gone()) */
   double *skipped; /* merged byte ranges left out as zeros */
   size_t skipped_len, skipped_cap;
   struct job *next;
@@ -260,7 +262,7 @@ static int write_full(int fd, const uint8_t *buf, size_t len, int64_t offset) {
 }
 
 /* Writes the data runs of the chunk in slot s and notes its zero runs; 0 or an errno. */
-static int write_chunk(job *j, const slot *s, const uint8_t *buf) {
+static int write_runs(job *j, const slot *s, const uint8_t *buf) {
   const chunk *c = &j->chunks[s->index];
   int64_t base = (int64_t)c->target_offset, chunk_end = base + (int64_t)c->length;
   int64_t at = base; /* end of the last data run */
@@ -277,6 +279,19 @@ static int write_chunk(job *j, const slot *s, const uint8_t *buf) {
     if (err) return err;
   }
   return 0;
+}
+
+/* write_runs(), noting the chunk's zero runs only if all of it was written: a chunk that
+ * fails is copied again by the caller, whose own writes decide what stays unwritten. */
+static int write_chunk(job *j, const slot *s, const uint8_t *buf) {
+  size_t len = j->skipped_len;
+  double last = len ? j->skipped[len - 1] : 0; /* note_skipped() may extend the last range */
+  int err = write_runs(j, s, buf);
+  if (err) {
+    j->skipped_len = len;
+    if (len) j->skipped[len - 1] = last;
+  }
+  return err;
 }
 
 static void fail(job *j, int error, int step) {
@@ -300,6 +315,11 @@ static void finish_if_done(job *j) {
       break;
     }
   }
+  if (j->orphaned) {
+    pthread_cond_broadcast(&P.to_jobs); /* env_gone() waits for this */
+    return;
+  }
+  j->handed_back = 1;
   napi_call_threadsafe_function(j->done_fn, j, napi_tsfn_nonblocking);
 }
 
@@ -324,7 +344,7 @@ static void *writer_main(void *arg) {
       }
     }
     pthread_mutex_lock(&P.lock);
-    if (err)
+    if (err && !j->failed) /* the first error stands (ECANCELED included) */
       fail(j, err, step);
     else if (!skip)
       j->done = s->index + 1;
@@ -361,10 +381,13 @@ static int start_pipeline(void) {
   if (pthread_create(&P.reader, NULL, reader_main, NULL) != 0) goto fail;
   if (pthread_create(&P.writer, NULL, writer_main, NULL) != 0) {
     P.quit = 1;
+    P.stopping = 1; /* no other start while the reader is joined without the lock */
     pthread_cond_broadcast(&P.to_reader);
     pthread_mutex_unlock(&P.lock);
     pthread_join(P.reader, NULL);
     pthread_mutex_lock(&P.lock);
+    P.stopping = 0;
+    pthread_cond_broadcast(&P.to_jobs);
     goto fail;
   }
   P.started = 1;
@@ -385,12 +408,15 @@ static void free_job(job *j) {
   free(j);
 }
 
+static void env_gone(void *data);
+
 /* On the job's JavaScript thread: settle its promise. env is NULL when that thread is gone. */
 static void settle(napi_env env, napi_value js_fn, void *context, void *data) {
   job *j = data;
   (void)js_fn;
   (void)context;
   if (env) {
+    napi_remove_env_cleanup_hook(env, env_gone, j);
     napi_value ab, result;
     void *p;
     size_t n = 3 + j->skipped_len;
@@ -410,6 +436,32 @@ static void settle(napi_env env, napi_value js_fn, void *context, void *data) {
     }
   }
   napi_release_threadsafe_function(j->done_fn, napi_tsfn_release);
+  free_job(j);
+}
+
+/* The job's environment is being torn down (a worker thread ends, the process exits) while the
+ * job may still be queued: its descriptors are about to be closed and their numbers reused, so
+ * its I/O must end now. Runs before its thread-safe function is torn down (cleanup hooks run in
+ * reverse order of registration, and this one was added after it). */
+static void env_gone(void *data) {
+  job *j = data;
+  pthread_mutex_lock(&P.lock);
+  if (j->handed_back) {
+    /* settle() is queued; the thread-safe function's teardown calls it (env NULL) to free. */
+    pthread_mutex_unlock(&P.lock);
+    return;
+  }
+  j->orphaned = 1;
+  if (!j->failed) fail(j, ECANCELED, 0);
+  for (;;) {
+    int queued = 0;
+    for (job *t = P.head; t; t = t->next)
+      if (t == j) queued = 1;
+    if (!queued) break;
+    finish_if_done(j); /* nothing in the ring: off the queue now */
+    if (j->in_ring) pthread_cond_wait(&P.to_jobs, &P.lock);
+  }
+  pthread_mutex_unlock(&P.lock);
   free_job(j);
 }
 
@@ -466,10 +518,12 @@ static napi_value copy_chunks(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_create_promise(env, &j->deferred, &promise);
+  napi_add_env_cleanup_hook(env, env_gone, j);
   pthread_mutex_lock(&P.lock);
   while (P.stopping) pthread_cond_wait(&P.to_jobs, &P.lock); /* releaseCopyBuffers() joining */
   if (!start_pipeline()) {
     fail(j, ENOMEM, 1);
+    j->handed_back = 1;
     pthread_mutex_unlock(&P.lock);
     napi_call_threadsafe_function(j->done_fn, j, napi_tsfn_nonblocking);
     return promise;

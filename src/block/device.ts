@@ -143,7 +143,8 @@ export interface DirectWriteTarget {
   /** Guest size: nothing is written at or past it. */
   size: number;
   announce(start: number, end: number, batch: number): void;
-  skipped(start: number, end: number): void;
+  /** [start, end) pairs of a batch left unwritten, sorted and not overlapping. */
+  skipped(ranges: ArrayLike<number>): void;
   settle(batch: number): void;
 }
 

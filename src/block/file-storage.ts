@@ -221,7 +221,7 @@ export class FileStorage implements Storage {
     return {
       fd: this.#fh.fd,
       announce: (start, end, batch) => ahead?.announce(start, end, batch),
-      skipped: (start, end) => ahead?.skipped(start, end),
+      skipped: (ranges) => ahead?.skipped(ranges),
       settle: (batch) => ahead?.settle(batch),
     };
   }

@@ -138,23 +138,25 @@ export class ReserveAhead {
     this.writing(offset, end - offset);
   }
 
-  /** Part of an announced range that was not written after all. */
-  skipped(offset: number, end: number): void {
+  /**
+   * Parts of announced ranges that were not written after all: [start, end) pairs, sorted and
+   * not overlapping (one batch's worth at a time: the work is linear in the intervals).
+   */
+  skipped(ranges: ArrayLike<number>): void {
+    let cuts: Interval[] = [];
+    for (let i = 0; i + 1 < ranges.length; i += 2) cuts.push([ranges[i]!, ranges[i + 1]!]);
     // A `fill` range stays counted as written (never punched) and is owed by finish().
-    let pieces: Interval[] = [[offset, end]];
     for (const [s, e] of this.#fill) {
-      const from = Math.max(s, offset);
-      const to = Math.min(e, end);
-      if (from < to) this.#unfilled = [...subtract(this.#unfilled, from, to, false), [from, to]];
-      pieces = subtract(pieces, s, e, false);
-    }
-    for (const [s, e] of pieces) {
-      if (s < this.#spanEnd && e > this.#spanStart)
-        this.#written = subtract(this.#written, s, e, false);
-      for (const span of this.#leaving) {
-        if (s < span.end && e > span.start) span.written = subtract(span.written, s, e, false);
+      for (const [a, b] of cuts) {
+        const from = Math.max(s, a);
+        const to = Math.min(e, b);
+        if (from < to) this.#unfilled = [...subtract(this.#unfilled, from, to, false), [from, to]];
       }
+      cuts = subtract(cuts, s, e, false);
     }
+    if (cuts.length === 0) return;
+    this.#written = subtractAll(this.#written, cuts);
+    for (const span of this.#leaving) span.written = subtractAll(span.written, cuts);
   }
 
   /** Every range announced with a batch number up to `batch` has been written or skipped. */
@@ -289,6 +291,26 @@ function subtract(w: Interval[], start: number, end: number, blocks: boolean): I
     }
     if (from > s) out.push([s, from]);
     if (to < e) out.push([to, e]);
+  }
+  return out;
+}
+
+/** Sorted, disjoint intervals minus sorted, disjoint cuts, in one pass over both. */
+function subtractAll(w: Interval[], cuts: Interval[]): Interval[] {
+  const out: Interval[] = [];
+  let first = 0; // the first cut that may still reach an interval
+  for (const [start, end] of w) {
+    while (first < cuts.length && cuts[first]![1] <= start) first++;
+    let at = start;
+    for (let k = first; at < end; k++) {
+      const cut = cuts[k];
+      if (!cut || cut[0] >= end) {
+        out.push([at, end]);
+        break;
+      }
+      if (cut[0] > at) out.push([at, cut[0]]);
+      at = Math.max(at, cut[1]);
+    }
   }
   return out;
 }

@@ -147,7 +147,7 @@ describe('ReserveAhead bookkeeping', () => {
     // The native copy loop announces whole chunks, then names the zero runs it left out.
     const bulk = recorded(0, MiB, 2 * MiB); // a raw file: its size is set at creation
     bulk.ahead.announce(0, 512 * KiB, 0);
-    bulk.ahead.skipped(100 * KiB + 512, 300 * KiB + 512); // partial blocks at both ends
+    bulk.ahead.skipped([100 * KiB + 512, 300 * KiB + 512]); // partial blocks at both ends
     bulk.ahead.settle(0);
     bulk.ahead.announce(1 * MiB + 64 * KiB, 1 * MiB + 128 * KiB, 1); // leaves the first span
     bulk.ahead.settle(1);
@@ -168,7 +168,7 @@ describe('ReserveAhead bookkeeping', () => {
     ahead.announce(0, 600 * KiB, 0);
     ahead.announce(1 * MiB + 64 * KiB, 1 * MiB + 128 * KiB, 1); // leaves the span: batch 0 open
     expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
-    ahead.skipped(200 * KiB, 400 * KiB); // batch 0's result arrives late
+    ahead.skipped([200 * KiB, 400 * KiB]); // batch 0's result arrives late
     ahead.settle(0);
     // Batch 1 left the span and may have written into it (a batch can straddle spans).
     expect(calls.filter((c) => c.startsWith('punch'))).toEqual([]);
@@ -211,7 +211,7 @@ describe('ReserveAhead bookkeeping', () => {
       () => MiB,
     );
     ahead.announce(0, 64 * KiB, 0);
-    ahead.skipped(0, 8 * KiB);
+    ahead.skipped([0, 8 * KiB]);
     ahead.settle(0);
     expect(ahead.finish().zeroFill).toEqual([[0, 4096]]);
     expect(calls).toEqual([

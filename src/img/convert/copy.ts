@@ -422,14 +422,27 @@ export async function copyChunkByReading(
   await writeChunk(plan, sector, runs, data, status, undefined);
 }
 
-/** Run the copy. Resolves when every chunk is written; rejects on the first error. */
-export async function runCopy(plan: CopyPlan, allocatedTotal: number): Promise<void> {
-  const st: CursorState = { sectorNum: 0, nextStatusSector: 0, status: 'data' };
+/** Where a copy goes on from: the first sector not copied, and the data sectors copied. */
+export interface CopyResume {
+  sector: number;
+  done: number;
+}
+
+/**
+ * Run the copy (from `from`, where the native loop handed over). Resolves when every chunk is
+ * written; rejects on the first error.
+ */
+export async function runCopy(
+  plan: CopyPlan,
+  allocatedTotal: number,
+  from: CopyResume = { sector: 0, done: 0 },
+): Promise<void> {
+  const st: CursorState = { sectorNum: from.sector, nextStatusSector: 0, status: 'data' };
   let dispenser: Promise<unknown> = Promise.resolve();
   let failed: unknown;
-  let done = 0;
+  let done = from.done;
   // In-order writes: each chunk waits for the write of the chunk before it.
-  let writeOffset = 0;
+  let writeOffset = from.sector;
   const waiters = new Map<number, () => void>();
   const compressionType = plan.compressed
     ? ((plan.target as Qcow2Device).header?.compressionType ?? 0)

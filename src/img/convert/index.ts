@@ -278,9 +278,10 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       // Reported after every chunk; the CLI decides what to print (qemu prints on 1% moves).
       plan.onProgress = (done, total) => o.onProgress?.(total ? (100 * done) / total : 100);
     }
-    // A raw file target is copied by the native loop when it can; the rest by runCopy().
+    // A raw file target is copied by the native loop as far as it can; the rest by runCopy().
     const direct = nativeCopyTarget(plan);
-    if (!direct || !(await runNativeCopy(plan, direct, allocated))) await runCopy(plan, allocated);
+    const resume = direct ? await runNativeCopy(plan, direct, allocated) : { sector: 0, done: 0 };
+    if (resume) await runCopy(plan, allocated, resume);
     if (plan.compressed && isQcow2(target)) await target.alignFileEnd();
     // [bitmaps] after the data, so the copy itself dirties nothing; stored when target closes.
     if (o.bitmaps) {

@@ -5,11 +5,12 @@
 // the sources (block status, chunk sizes) and the run splitting are qemu-img's, as in
 // runCopy(), so the target gets the same writes; only who performs them differs.
 //
-// Chunks that are not one range of a source file (compressed or backing-file clusters, NBD
-// sources, a partial last sector), and any chunk the native loop fails on, are copied the
-// plain way (copyChunkByReading), which reports errors in qemu-img's words or salvages. A raw
-// target's chunks are disjoint ranges of one file, so these may be written while native
-// batches are still in flight.
+// A chunk that is not one range of a source file (a compressed or backing-file cluster, the
+// partial last sector) is copied the plain way (copyChunkByReading), as is any chunk the
+// native loop fails on, which reports errors in qemu-img's words or salvages. A raw target's
+// chunks are disjoint ranges of one file, so these may be written while native batches are
+// still in flight. Where such chunks come in a row (NBD sources, an overlay flattened onto its
+// backing file), runCopy(), which reads several at a time, takes over.
 
 import { constants } from 'node:os';
 import type { DirectWriteTarget } from '../../block/device.js';
@@ -21,6 +22,7 @@ import {
   copyChunkByReading,
   iterationSectors,
   type CopyPlan,
+  type CopyResume,
   type CursorState,
 } from './copy.js';
 
@@ -29,10 +31,12 @@ const SECTOR = 512;
 const BATCH_BYTES = 16 * 1024 * 1024;
 /**
  * Data bytes queued ahead of the writer. The native threads never wait for JavaScript (whose
- * thread competes with them for the cores) as long as this much is queued; Ctrl-C cancels what
- * is queued (cancelCopyChunks).
+ * thread competes with them for the cores) as long as this much is queued; Ctrl-C and a
+ * failure cancel what is queued (cancelCopyChunks).
  */
 const QUEUED_BYTES = 256 * 1024 * 1024;
+/** Unmappable data chunks in a row after which runCopy() takes over. */
+const UNMAPPABLE_RUN = 2;
 
 /**
  * The target the native loop can write, or undefined for runCopy(). Zero runs are left out, so
@@ -47,21 +51,30 @@ export function nativeCopyTarget(plan: CopyPlan): DirectWriteTarget | undefined 
 }
 
 /**
- * Copy as runCopy() would. Resolves false, having written nothing, when the first data chunk
- * cannot be mapped: the sources are then most likely not files (NBD), and runCopy(), which
- * reads several chunks at a time, should do the copy.
+ * Copy as runCopy() would, as far as the chunks can be mapped. Resolves undefined when the
+ * copy is complete, or with where runCopy() is to go on: from the start, having written
+ * nothing, when the first data chunk cannot be mapped; from a later chunk when several in a
+ * row cannot (everything before it is written by then).
  */
 export async function runNativeCopy(
   plan: CopyPlan,
   target: DirectWriteTarget,
   allocatedTotal: number,
-): Promise<boolean> {
+): Promise<CopyResume | undefined> {
   const native = nativeFileOps()!;
   const copyChunks = native.copyChunks!;
   let done = 0;
   const progress = (sectors: number) => {
     done += sectors;
     plan.onProgress?.(done, allocatedTotal);
+  };
+  // The first failure: the loop stops queuing, the queued native work is cancelled, nothing
+  // more is retried, and this is what the copy rejects with.
+  let failure: unknown;
+  const cancel = () => native.cancelCopyChunks?.(target.fd);
+  const check = () => {
+    throwIfAborted(plan.signal);
+    if (failure !== undefined) throw failure;
   };
   let buf: Uint8Array | undefined; // the loop's own; a failed batch's retries allocate theirs
   const copyByReading = async (sector: number, n: number, own?: Uint8Array) => {
@@ -73,6 +86,7 @@ export async function runNativeCopy(
     }
     await copyChunkByReading(plan, sector, n, 'data', b);
   };
+
   // A batch's chunks are announced to the target before they are queued (which reserves
   // space ahead); the zero runs they left out are reported, then the batch is settled, so the
   // reserved space they did not use is given back as after plain writes.
@@ -81,11 +95,10 @@ export async function runNativeCopy(
       target.announce(chunks[i]!, chunks[i]! + chunks[i + 1]!, seq);
     }
     const result = await copyChunks(target.fd, target.size, chunks, plan.minSparse, plan.alignment);
-    for (let i = 3; i + 1 < result.length; i += 2) target.skipped(result[i]!, result[i + 1]!);
+    target.skipped(result.subarray(3));
     const copied = result[0]!;
     if (copied < chunks.length / 4 && result[1] === constants.errno.ECANCELED) {
-      // The copy was aborted or is failing: nothing is retried.
-      throwIfAborted(plan.signal);
+      check(); // aborted, or failing: the real reason
       throw new Error('copy cancelled');
     }
     let retryBuf: Uint8Array | undefined;
@@ -93,7 +106,7 @@ export async function runNativeCopy(
       const n = chunks[i + 1]! / SECTOR;
       if (i / 4 >= copied) {
         // Failed (or after the one that failed): the ordinary way says why, or succeeds.
-        throwIfAborted(plan.signal);
+        check();
         retryBuf ??= allocIoBuffer(plan.bufSectors * SECTOR);
         if (retryBuf.length < n * SECTOR) retryBuf = allocIoBuffer(n * SECTOR);
         await copyByReading(chunks[i]! / SECTOR, n, retryBuf);
@@ -101,6 +114,17 @@ export async function runNativeCopy(
       progress(n);
     }
     target.settle(seq);
+  };
+  const runBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
+    try {
+      await copyBatch(chunks, seq);
+    } catch (err) {
+      if (failure === undefined) {
+        failure = err;
+        cancel();
+      }
+      throw err;
+    }
   };
   // Settled in order; the loop waits for the oldest when QUEUED_BYTES are queued.
   const running: { promise: Promise<void>; bytes: number }[] = [];
@@ -116,8 +140,8 @@ export async function runNativeCopy(
   const queueBatch = async (): Promise<void> => {
     if (batch.length === 0) return;
     while (queuedBytes >= QUEUED_BYTES) await waitOldest();
-    throwIfAborted(plan.signal);
-    const promise = copyBatch(Float64Array.from(batch), batches++);
+    check();
+    const promise = runBatch(Float64Array.from(batch), batches++);
     // Awaited in turn; not an unhandled rejection meanwhile.
     promise.catch(() => undefined);
     running.push({ promise, bytes: batchBytes });
@@ -125,27 +149,35 @@ export async function runNativeCopy(
     batch = [];
     batchBytes = 0;
   };
+  const drain = async () => {
+    await queueBatch();
+    while (running.length > 0) await waitOldest();
+    check();
+  };
 
   const st: CursorState = { sectorNum: 0, nextStatusSector: 0, status: 'data' };
   let finished = false;
   // Ctrl-C stops the queued native work at once, not when the loop next looks.
-  const cancel = () => native.cancelCopyChunks?.(target.fd);
   plan.signal?.addEventListener('abort', cancel);
   try {
+    let unmappable = 0;
     for (let sector = 0; sector < plan.totalSectors;) {
-      throwIfAborted(plan.signal);
+      check();
       const n = await iterationSectors(plan, st, sector);
       // Zero and backing chunks need no write: the target reads as zeros and has no backing.
       if (st.status === 'data') {
         const range = await chunkFileRange(plan, sector, n);
         // A host offset past 2^53 (hostile metadata) is read the ordinary way: zeros, as QEMU.
         if (range && range.offset + n * SECTOR <= Number.MAX_SAFE_INTEGER) {
+          unmappable = 0;
           batch.push(sector * SECTOR, n * SECTOR, range.fd, range.offset);
           batchBytes += n * SECTOR;
           // The first chunk goes at once: the pipeline starts while the rest are gathered.
           if (batchBytes >= BATCH_BYTES || running.length === 0) await queueBatch();
-        } else if (running.length === 0 && batch.length === 0 && done === 0) {
-          return false;
+        } else if (++unmappable >= UNMAPPABLE_RUN || (batches === 0 && batch.length === 0)) {
+          await drain();
+          finished = true;
+          return { sector, done };
         } else {
           await queueBatch(); // announced in order, before this chunk's writes
           await copyByReading(sector, n);
@@ -154,11 +186,9 @@ export async function runNativeCopy(
       }
       sector += n;
     }
-    await queueBatch();
-    while (running.length > 0) await waitOldest();
-    throwIfAborted(plan.signal);
+    await drain();
     finished = true;
-    return true;
+    return undefined;
   } finally {
     plan.signal?.removeEventListener('abort', cancel);
     // Never leave a native write running into a target the caller is about to close.
