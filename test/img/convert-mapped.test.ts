@@ -13,7 +13,7 @@ import { createImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
 import { runCopy } from '../../src/img/convert/copy.js';
 import { pseudoRandom } from '../support/imgops-matrix.js';
-import { rawCopyPlan, rawLayout } from '../support/copy-plan.js';
+import { rawCopyPlan, rawLayout, withNewRawTarget } from '../support/copy-plan.js';
 import { tempDir } from '../support/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -42,19 +42,10 @@ async function copyTo(
   out: string,
   prepare: (dev: BlockDevice) => void,
 ): Promise<void> {
-  const source = await openImage(src, { format, readOnly: true, syncReadMax: 256 * 1024 });
-  try {
+  await withNewRawTarget(src, format, out, async (source, target) => {
     prepare(source);
-    await createImage(out, { format: 'raw', size: source.size });
-    const target = await openImage(out, { format: 'raw', readOnly: false });
-    try {
-      await runCopy(rawCopyPlan(source, target), 0);
-    } finally {
-      await target.close();
-    }
-  } finally {
-    await source.close();
-  }
+    await runCopy(rawCopyPlan(source, target), 0);
+  });
 }
 
 const failReads = (dev: BlockDevice) => {

@@ -13,13 +13,14 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/device.js';
 import { nativeFileOps } from '../../src/block/native.js';
+import type { ReserveAheadOptions } from '../../src/block/reserve-ahead.js';
 import { LeakyBucket } from '../../src/core/index.js';
 import { createImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
 import { runCopy, type CopyPlan, type CopyResume } from '../../src/img/convert/copy.js';
 import { nativeCopyTarget, runNativeCopy } from '../../src/img/convert/native-copy.js';
 import { pseudoRandom } from '../support/imgops-matrix.js';
-import { rawCopyPlan, rawLayout } from '../support/copy-plan.js';
+import { rawCopyPlan, rawLayout, withNewRawTarget } from '../support/copy-plan.js';
 import { tempDir } from '../support/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -78,16 +79,18 @@ async function copyTo(
   out: string,
   o: CopyOptions = {},
 ): Promise<CopyResume | undefined> {
-  const source = await openImage(src, { format, readOnly: true, syncReadMax: 256 * 1024 });
-  try {
-    await createImage(out, { format: 'raw', size: source.size });
-    // Space reserved ahead as convert does (src/img/convert/index.ts), in small spans.
-    const target = await openImage(out, {
-      format: 'raw',
-      readOnly: false,
-      reserveAhead: { span: MiB, maxSpan: 8 * MiB, unallocatedFrom: 0, fill: [[0, 4096]] },
-    });
-    try {
+  // Space reserved ahead as convert does (src/img/convert/index.ts), in small spans.
+  const reserveAhead: ReserveAheadOptions = {
+    span: MiB,
+    maxSpan: 8 * MiB,
+    unallocatedFrom: 0,
+    fill: [[0, 4096]],
+  };
+  return withNewRawTarget(
+    src,
+    format,
+    out,
+    async (source, target) => {
       o.prepare?.(source, target);
       const p = rawCopyPlan(source, target, o.minSparse);
       o.change?.(p);
@@ -100,12 +103,9 @@ async function copyTo(
       const resume = await runNativeCopy(p, direct, 0);
       if (resume) await runCopy(p, 0, resume);
       return resume;
-    } finally {
-      await target.close();
-    }
-  } finally {
-    await source.close();
-  }
+    },
+    reserveAhead,
+  );
 }
 
 const failReads = (dev: BlockDevice) => {

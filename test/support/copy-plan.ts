@@ -1,6 +1,9 @@
 // Shared by the copy-engine tests (test/img/convert-*.test.ts): a CopyPlan for one source
-// copied to a raw target as convert would make it, and a raw file's data extents.
+// copied to a raw target as convert would make it, the open source and new target to run it
+// on, and a raw file's data extents.
 import type { BlockDevice } from '../../src/block/device.js';
+import type { ReserveAheadOptions } from '../../src/block/reserve-ahead.js';
+import { createImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
 import type { CopyPlan } from '../../src/img/convert/copy.js';
 
@@ -43,5 +46,34 @@ export async function rawLayout(path: string): Promise<[number, number][]> {
     return out;
   } finally {
     await dev.close();
+  }
+}
+
+/**
+ * Open `src` as convert opens its sources, create a new raw `out` of its size and open it (with
+ * space reserved ahead, if asked), run `copy` on the two, and close both.
+ */
+export async function withNewRawTarget<T>(
+  src: string,
+  format: 'raw' | 'qcow2',
+  out: string,
+  copy: (source: BlockDevice, target: BlockDevice) => Promise<T>,
+  reserveAhead?: ReserveAheadOptions,
+): Promise<T> {
+  const source = await openImage(src, { format, readOnly: true, syncReadMax: 256 * 1024 });
+  try {
+    await createImage(out, { format: 'raw', size: source.size });
+    const target = await openImage(out, {
+      format: 'raw',
+      readOnly: false,
+      ...(reserveAhead ? { reserveAhead } : {}),
+    });
+    try {
+      return await copy(source, target);
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await source.close();
   }
 }
