@@ -127,6 +127,13 @@ export interface BlockDevice {
    */
   directWriteTarget?(): DirectWriteTarget | undefined;
 
+  /**
+   * For a bulk writer that makes a format's data writes itself (convert's native copy loop into
+   * qcow2): the host file, and how a guest write maps to host writes. undefined when the format
+   * or its state does not allow it (see PlannedWriteTarget). Never needed for correctness.
+   */
+  plannedWriteTarget?(): PlannedWriteTarget | undefined;
+
   /** Flush, release locks and handles; the backing chain is closed too. Idempotent. */
   close(): Promise<void>;
 }
@@ -145,6 +152,27 @@ export interface DirectWriteTarget {
   announce(start: number, end: number, batch: number): void;
   /** [start, end) pairs of a batch left unwritten, sorted and not overlapping. */
   skipped(ranges: ArrayLike<number>): void;
+  settle(batch: number): void;
+}
+
+/** Receives planned data writes: `parts`, in order, go to the host file from `host` on. */
+export type DataSink = (parts: Uint8Array[], host: number) => void;
+
+/**
+ * A device whose guest writes a bulk writer plans here and makes itself
+ * (BlockDevice.plannedWriteTarget). plan() does all a write does but the data writes, which it
+ * hands to `sink` (parts that are views of `buf`'s buffer stand for those bytes, which plan()
+ * never reads, so `buf` may be a placeholder); the writer must make them before the device is
+ * read, flushed or closed. The host ranges are announced to the file's reserved-ahead space
+ * (as DirectWriteTarget) by the writer, in order, as the sink receives them, and each batch is
+ * settled once written.
+ */
+export interface PlannedWriteTarget {
+  fd: number;
+  /** Guest size. */
+  size: number;
+  plan(buf: Uint8Array, offset: number, sink: DataSink): Promise<void>;
+  announce(start: number, end: number, batch: number): void;
   settle(batch: number): void;
 }
 

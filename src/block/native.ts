@@ -59,9 +59,11 @@ export interface NativeFileOps {
    * native/copychunks.c: copy chunks of source files into the target file in order, on two
    * threads, leaving out zero runs as qemu-img's -S does. `chunks` holds 4 numbers per chunk:
    * target offset, length (multiples of 512, at most 16 MiB), source fd, source offset.
-   * Resolves with [chunks done, errno, failed step (1 read, 2 write), then the byte intervals
-   * written, 2 numbers each]; copying stops at the first chunk that fails. Absent in older
-   * builds.
+   * Resolves with [chunks done, errno, failed step (1 read, 2 write, 3 no plan), then the
+   * byte intervals left out as zeros, 2 numbers each]; copying stops at the first chunk that
+   * fails. With a `planner` (a qcow2 target), each chunk's data runs (start and count in
+   * sectors, relative to the chunk) go to it once read, and planCopyChunk() gives their host
+   * writes; no intervals are reported then. Absent in older builds.
    */
   copyChunks?(
     targetFd: number,
@@ -69,12 +71,32 @@ export interface NativeFileOps {
     chunks: Float64Array,
     minSparse: number,
     alignment: number,
+    planner?: CopyChunkPlanner,
   ): Promise<Float64Array>;
+  /**
+   * The answer to a copyChunks() planner call: 4 numbers per host write, in order (host offset,
+   * length, source: 0 the chunk's bytes or 1 `extra`'s, offset in that source); null: no plan
+   * (the job fails with ECANCELED, step 3). Absent in older builds.
+   */
+  planCopyChunk?(
+    slot: number,
+    generation: number,
+    writes: Float64Array | null,
+    extra: Uint8Array | null,
+  ): void;
   /** End the copyChunks() calls writing to targetFd after their current chunk (ECANCELED). */
   cancelCopyChunks?(targetFd: number): void;
   /** End copyChunks()' threads and free its buffers (once the copy's last call has settled). */
   releaseCopyBuffers?(): void;
 }
+
+/** copyChunks()' planner: a chunk's data runs (sector start and count pairs) to plan. */
+export type CopyChunkPlanner = (
+  slot: number,
+  generation: number,
+  chunk: number,
+  runs: Uint32Array,
+) => void;
 
 let loaded: NativeFileOps | null | undefined;
 

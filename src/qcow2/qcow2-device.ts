@@ -15,7 +15,9 @@ import type {
   BlockDevice,
   BlockExtent,
   BlockStatusOptions,
+  DataSink,
   FileRange,
+  PlannedWriteTarget,
   WriteOptions,
   WriteZeroesOptions,
 } from '../block/device.js';
@@ -99,6 +101,13 @@ export interface GuestWriteObserver {
   beforeClose(): Promise<void>;
 }
 
+/** Data for one cluster (or subcluster range) of a write, at its host and guest offset. */
+interface DataPiece {
+  hostOffset: number;
+  parts: Uint8Array[];
+  guestOffset: number;
+}
+
 export interface Qcow2DeviceInit {
   filename: string;
   storage: Storage;
@@ -152,6 +161,8 @@ export class Qcow2Device implements BlockDevice {
   #decompressed: { hi: number; lo: number; data: Uint8Array } | undefined;
   /** Host offsets of the active L2 tables, for overlap checks; rebuilt after L1 changes. */
   #activeL2: Set<number> | undefined;
+  /** While planWrite() runs: where #writeData() hands the data writes. */
+  #dataSink: DataSink | undefined;
 
   constructor(init: Qcow2DeviceInit) {
     this.filename = init.filename;
@@ -372,6 +383,8 @@ export class Qcow2Device implements BlockDevice {
       const dst = buf.subarray(pos, pos + m.length);
       switch (m.kind) {
         case 'data':
+          // planWrite()'s caller may not have written this yet (see there).
+          if (this.#dataSink) throw new Error('internal error: a planned write copies file data');
           await this.dataStorage.read(dst, m.host);
           break;
         case 'zero':
@@ -543,6 +556,64 @@ export class Qcow2Device implements BlockDevice {
     if (options.fua) await this.flush();
   }
 
+  /**
+   * What write(buf, offset) does, except that the data writes are handed to `sink` instead of
+   * being made, in the order write() makes them: for a bulk writer that makes them itself
+   * (convert's native copy loop into a qcow2 file). The metadata (L2 entries, refcounts) changes
+   * as with write(), so the caller must have the data written before anything reads it back.
+   * Parts that are views of `buf`'s buffer stand for those bytes and are never read, so `buf`
+   * may be a placeholder of the right length; other parts are copy-on-write bytes. Only for an
+   * image where a write never has to copy data of its file (one convert created, nothing
+   * allocated yet): a planned write that would read data from the file fails.
+   */
+  async planWrite(buf: Uint8Array, offset: number, sink: DataSink): Promise<void> {
+    assertRange('write', offset, buf.length, this.size);
+    this.#checkWritable();
+    if (buf.length === 0) return;
+    await this.#lock.exclusive(async () => {
+      await this.#observer?.beforeGuestWrite(offset, buf.length);
+      await this.#markDirty();
+      this.#dataSink = sink;
+      try {
+        await this.#write(buf, offset);
+      } finally {
+        this.#dataSink = undefined;
+      }
+      await this.#maybeApplyFrees();
+    });
+  }
+
+  /**
+   * BlockDevice.plannedWriteTarget: for an image in a file of its own (no data file, backing
+   * file or encryption), opened read-write and not writethrough. Its caller must only plan
+   * writes that copy nothing from the file (planWrite()): into an image convert just created.
+   */
+  plannedWriteTarget(): PlannedWriteTarget | undefined {
+    if (this.#closed || this.#readOnly || this.backing || this.header.backingFile) return undefined;
+    if (hasFeature.dataFile(this.header) || this.header.cryptMethod !== 0) return undefined;
+    const writer = this.storage.directWriter?.();
+    if (!writer) return undefined;
+    return {
+      fd: writer.fd,
+      size: this.size,
+      plan: (buf, offset, sink) => this.planWrite(buf, offset, sink),
+      announce: writer.announce,
+      settle: writer.settle,
+    };
+  }
+
+  /** The data writes of #write(): made here, or handed to planWrite()'s sink. */
+  async #writeData(parts: Uint8Array[], host: number): Promise<void> {
+    const nonEmpty = parts.filter((p) => p.length > 0);
+    if (nonEmpty.length === 0) return;
+    this.#checkOverlap(
+      host,
+      nonEmpty.reduce((n, p) => n + p.length, 0),
+    );
+    if (this.#dataSink) this.#dataSink(nonEmpty, host);
+    else await this.dataStorage.write(joinViews(nonEmpty), host);
+  }
+
   /** Before the first change, with lazy refcounts: set the dirty bit (qcow2_mark_dirty). */
   async #markDirty(): Promise<void> {
     if (this.#dirtyMarked) return;
@@ -659,8 +730,7 @@ export class Qcow2Device implements BlockDevice {
       }
     }
     if (!needsMeta) {
-      this.#checkOverlap(host, data.length);
-      await this.dataStorage.write(data, host);
+      await this.#writeData([data], host);
       this.#invalidateDecompressed();
       return host + data.length;
     }
@@ -671,10 +741,8 @@ export class Qcow2Device implements BlockDevice {
     const stop = Math.ceil(end / gran) * gran;
     const head = await this.#cowRegion(table, start, guest);
     const tail = await this.#cowRegion(table, end, stop);
-    const full = concat(head, data, tail);
     const hostStart = host - (guest - start);
-    this.#checkOverlap(hostStart, full.length);
-    await this.dataStorage.write(full, hostStart);
+    await this.#writeData([head, data, tail], hostStart);
     for (let c = Math.floor(start / clusterSize); c * clusterSize < stop; c++) {
       const idx = c % l2Entries;
       const e = readL2Entry(table, idx, this.layout);
@@ -690,7 +758,7 @@ export class Qcow2Device implements BlockDevice {
     }
     this.#l2.markDirty(tableOffset);
     this.#invalidateDecompressed();
-    return hostStart + full.length;
+    return hostStart + (stop - start);
   }
 
   /**
@@ -748,7 +816,7 @@ export class Qcow2Device implements BlockDevice {
       old.push(readL2Entry(table, (firstCluster + i) % l2Entries, this.layout));
 
     // Build what goes to disk, cluster by cluster.
-    const pieces: { hostOffset: number; bytes: Uint8Array; guestOffset: number }[] = [];
+    const pieces: DataPiece[] = [];
     const newEntries: L2Entry[] = [];
     const hasDataFile = hasFeature.dataFile(this.header);
     for (let i = 0; i < n; i++) {
@@ -767,26 +835,29 @@ export class Qcow2Device implements BlockDevice {
         const sTo = Math.ceil((wTo - cStart) / g);
         const regionStart = cStart + sFrom * g;
         const regionEnd = cStart + sTo * g;
-        let bytes: Uint8Array;
+        let parts: Uint8Array[];
         let allocBits = bitRange(sFrom, sTo);
         let writeStart = regionStart;
         if (type === 'normal') {
-          // A shared cluster: copy every allocated subcluster too.
+          // A shared cluster: copy every allocated subcluster too. (Never met by planWrite():
+          // its payload parts are placeholders, not to be copied.)
+          if (this.#dataSink)
+            throw new Error('internal error: planned write into a shared cluster');
           const whole = await this.#readGuest(cStart, cEnd - cStart);
           whole.set(payload, wFrom - cStart);
-          bytes = whole;
+          parts = [whole];
           writeStart = cStart;
           allocBits = (allocBits | e.allocBits) >>> 0;
         } else {
-          bytes = concat(
+          parts = [
             await this.#readGuest(regionStart, wFrom - regionStart),
             payload,
             await this.#readGuest(wTo, regionEnd - wTo),
-          );
+          ];
         }
         pieces.push({
           hostOffset: hostCluster + (writeStart - cStart),
-          bytes,
+          parts,
           guestOffset: writeStart,
         });
         newEntries.push(
@@ -798,15 +869,15 @@ export class Qcow2Device implements BlockDevice {
         );
       } else {
         // Whole clusters (the usual case: convert's chunks, aligned writes) need no COW reads.
-        const bytes =
+        const parts =
           wFrom === cStart && wTo === cEnd
-            ? payload
-            : concat(
+            ? [payload]
+            : [
                 await this.#readGuest(cStart, wFrom - cStart),
                 payload,
                 await this.#readGuest(wTo, cEnd - wTo),
-              );
-        pieces.push({ hostOffset: hostCluster, bytes, guestOffset: cStart });
+              ];
+        pieces.push({ hostOffset: hostCluster, parts, guestOffset: cStart });
         newEntries.push(
           makeEntry(hostCluster, { copied: true }, ext ? { allocBits: bitRange(0, 32) } : {}),
         );
@@ -814,10 +885,8 @@ export class Qcow2Device implements BlockDevice {
     }
 
     // Data first (one write when the pieces are contiguous).
-    for (const group of contiguousGroups(pieces)) {
-      this.#checkOverlap(group.hostOffset, group.bytes.length);
-      await this.dataStorage.write(group.bytes, group.hostOffset);
-    }
+    for (const group of contiguousGroups(pieces))
+      await this.#writeData(group.parts, group.hostOffset);
     // Then the L2 entries, then release what they pointed at before.
     for (let i = 0; i < n; i++) {
       writeL2Entry(table, (firstCluster + i) % l2Entries, this.layout, newEntries[i]!);
@@ -1627,9 +1696,26 @@ export class Qcow2Device implements BlockDevice {
       const first = Math.floor(offset / cs);
       const last = Math.floor((end - 1) / cs);
       if (last - first < 4096) {
-        for (let c = first; c <= last && !what; c++) {
-          if (this.#refcounts.isRefblock(c * cs)) what = 'refcount block';
-          else if (this.#isActiveL2(c * cs)) what = 'active L2 table';
+        // The lowest cluster that is a refcount block or an active L2 table (a refcount block
+        // first). Data writes span many clusters and the tables are few: look the tables up
+        // in the range when that is less work than looking each cluster up.
+        const refblocks = this.#refcounts.refblockOffsets();
+        const l2 = this.#activeL2Offsets();
+        if (last - first + 1 <= refblocks.size + l2.size) {
+          for (let c = first; c <= last && !what; c++) {
+            if (refblocks.has(c * cs)) what = 'refcount block';
+            else if (l2.has(c * cs)) what = 'active L2 table';
+          }
+        } else {
+          const lowest = (set: ReadonlySet<number>) => {
+            let min = Infinity;
+            for (const o of set) if (o >= first * cs && o <= last * cs && o < min) min = o;
+            return min;
+          };
+          const r = lowest(refblocks);
+          const t = lowest(l2);
+          if (r !== Infinity && r <= t) what = 'refcount block';
+          else if (t !== Infinity) what = 'active L2 table';
         }
       }
     }
@@ -1642,7 +1728,8 @@ export class Qcow2Device implements BlockDevice {
     }
   }
 
-  #isActiveL2(offset: number): boolean {
+  /** Host offsets of the active L2 tables. */
+  #activeL2Offsets(): Set<number> {
     if (!this.#activeL2) {
       this.#activeL2 = new Set();
       for (let i = 0; i < this.l1Size; i++) {
@@ -1650,7 +1737,7 @@ export class Qcow2Device implements BlockDevice {
         if (o !== 0) this.#activeL2.add(o);
       }
     }
-    return this.#activeL2.has(offset);
+    return this.#activeL2;
   }
 
   async #markCorrupt(): Promise<void> {
@@ -1840,34 +1927,29 @@ function concat(...parts: Uint8Array[]): Uint8Array {
  * that are consecutive views of one buffer (full clusters of the caller's data) are written
  * straight from it, without copying.
  */
-function contiguousGroups(
-  pieces: { hostOffset: number; bytes: Uint8Array; guestOffset: number }[],
-): { hostOffset: number; bytes: Uint8Array; guestOffset: number }[] {
+function contiguousGroups(pieces: DataPiece[]): { hostOffset: number; parts: Uint8Array[] }[] {
   const groups: { hostOffset: number; parts: Uint8Array[]; len: number; guestOffset: number }[] =
     [];
   for (const p of pieces) {
+    const len = p.parts.reduce((n, part) => n + part.length, 0);
     const last = groups[groups.length - 1];
     if (
       last &&
       last.hostOffset + last.len === p.hostOffset &&
       last.guestOffset + last.len === p.guestOffset
     ) {
-      last.parts.push(p.bytes);
-      last.len += p.bytes.length;
+      last.parts.push(...p.parts);
+      last.len += len;
     } else {
       groups.push({
         hostOffset: p.hostOffset,
-        parts: [p.bytes],
-        len: p.bytes.length,
+        parts: [...p.parts],
+        len,
         guestOffset: p.guestOffset,
       });
     }
   }
-  return groups.map((g) => ({
-    hostOffset: g.hostOffset,
-    bytes: joinViews(g.parts),
-    guestOffset: g.guestOffset,
-  }));
+  return groups;
 }
 
 /** One view over `parts` if they are adjacent views of the same buffer, else a copy. */

@@ -507,7 +507,12 @@ export class Refcounts {
   /** Is `offset` the start of a cached or referenced refcount block? (overlap checks) */
   isRefblock(clusterOffset: number): boolean {
     if (clusterOffset === 0) return false;
+    return this.refblockOffsets().has(clusterOffset);
+  }
+
+  /** Host offsets of the refcount blocks (a live set: do not change it). */
+  refblockOffsets(): ReadonlySet<number> {
     if (!this.#refblockSet) this.#refblockSet = new Set(this.table.filter((o) => o !== 0));
-    return this.#refblockSet.has(clusterOffset);
+    return this.#refblockSet;
   }
 }

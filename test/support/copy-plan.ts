@@ -4,7 +4,7 @@
 import type { BlockDevice } from '../../src/block/device.js';
 import type { ReserveAheadOptions } from '../../src/block/reserve-ahead.js';
 import { createImage } from '../../src/image/create.js';
-import { openImage } from '../../src/image/open.js';
+import { isQcow2, openImage } from '../../src/image/open.js';
 import type { CopyPlan } from '../../src/img/convert/copy.js';
 
 const SECTOR = 512;
@@ -70,6 +70,46 @@ export async function withNewRawTarget<T>(
     });
     try {
       return await copy(source, target);
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await source.close();
+  }
+}
+
+/**
+ * As withNewRawTarget(), for a new qcow2 `out` (create options `create`: cluster size, extended
+ * L2), opened as convert opens it (space reserved ahead from its end); `copy` gets the plan
+ * convert would make for it (CopyPlan.freshTarget set: nothing in it is allocated).
+ */
+export async function withNewQcow2Target<T>(
+  src: string,
+  format: 'raw' | 'qcow2',
+  out: string,
+  create: { clusterSize?: number; extendedL2?: boolean },
+  copy: (plan: CopyPlan, source: BlockDevice, target: BlockDevice) => Promise<T>,
+  minSparse = 8,
+): Promise<T> {
+  const source = await openImage(src, { format, readOnly: true, syncReadMax: 256 * 1024 });
+  try {
+    await createImage(out, { format: 'qcow2', size: source.size, ...create });
+    const target = await openImage(out, {
+      format: 'qcow2',
+      readOnly: false,
+      syncWriteMax: Infinity,
+      reserveAhead: { span: 1024 * 1024, maxSpan: 8 * 1024 * 1024 },
+    });
+    try {
+      const clusterSize = create.clusterSize ?? 65536;
+      const plan: CopyPlan = {
+        ...rawCopyPlan(source, target, minSparse),
+        sourceAlignment: [isQcow2(source) ? source.layout.clusterSize / SECTOR : 1],
+        bufSectors: Math.max(2 * 1024 * 1024, clusterSize) / SECTOR,
+        clusterSectors: clusterSize / SECTOR,
+        freshTarget: true,
+      };
+      return await copy(plan, source, target);
     } finally {
       await target.close();
     }

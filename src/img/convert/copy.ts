@@ -42,6 +42,12 @@ export interface CopyPlan {
   targetBackingSectors: number;
   /** The target reads as zeros already: zero ranges need no writes. */
   hasZeroInit: boolean;
+  /**
+   * The target was created by this convert and nothing in it is allocated yet (no
+   * preallocation): a qcow2 target's writes then never copy data from its file, so the native
+   * copy loop may make them (src/img/convert/native-copy.ts).
+   */
+  freshTarget?: boolean | undefined;
   compressed: boolean;
   clusterSectors: number;
   workers: number;

@@ -126,6 +126,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
   let target: BlockDevice | undefined;
   let targetCreated = false;
   let reserveAhead: ReserveAheadOptions | undefined;
+  let freshTarget = false; // created here, nothing allocated (CopyPlan.freshTarget)
   try {
     for (const name of o.sources) {
       sources.push(
@@ -199,6 +200,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
           totalSectors * SECTOR,
         );
         reserveAhead = reserveAheadFor(targetFormat, opts.str('preallocation'), totalSectors);
+        freshTarget = (opts.str('preallocation') ?? 'off') === 'off';
         // A raw target's first block (QEMU's allocate_first_block) is written at close, in the
         // reserved space (ReserveAheadOptions.fill).
         await createImage(o.target, { ...create, unsafe: true, firstBlock: !reserveAhead?.fill });
@@ -261,6 +263,7 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       hasZeroInit:
         (o.targetIsZero ?? false) ||
         (targetCreated && minSparse > 0 && !targetHasBacking && target.capabilities.zeroInit),
+      freshTarget: targetCreated && freshTarget && !targetHasBacking,
       compressed: o.compress ?? false,
       clusterSectors: clusterSize / SECTOR,
       workers: o.coroutines ?? 8,
@@ -278,9 +281,12 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
       // Reported after every chunk; the CLI decides what to print (qemu prints on 1% moves).
       plan.onProgress = (done, total) => o.onProgress?.(total ? (100 * done) / total : 100);
     }
-    // A raw file target is copied by the native loop as far as it can; the rest by runCopy().
-    const direct = nativeCopyTarget(plan);
-    const resume = direct ? await runNativeCopy(plan, direct, allocated) : { sector: 0, done: 0 };
+    // A raw or new qcow2 file target is copied by the native loop as far as it can; the rest
+    // by runCopy().
+    const nativeTarget = nativeCopyTarget(plan);
+    const resume = nativeTarget
+      ? await runNativeCopy(plan, nativeTarget, allocated)
+      : { sector: 0, done: 0 };
     if (resume) await runCopy(plan, allocated, resume);
     if (plan.compressed && isQcow2(target)) await target.alignFileEnd();
     // [bitmaps] after the data, so the copy itself dirties nothing; stored when target closes.

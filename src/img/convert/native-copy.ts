@@ -1,21 +1,28 @@
-// The copy loop for a raw file target (qemu-img convert -O raw): the chunks runCopy() would
-// copy are handed to native/copychunks.c in batches; its two threads read them, split them
-// into data and zero runs (-S) and write the data, with no JavaScript between the writes. On a
-// 2-core machine that takes about a third off the copy (docs/img-convert.md). The cursor over
-// the sources (block status, chunk sizes) and the run splitting are qemu-img's, as in
-// runCopy(), so the target gets the same writes; only who performs them differs.
+// The copy loop for a raw or qcow2 file target: the chunks runCopy() would copy are handed to
+// native/copychunks.c in batches; its two threads read them, split them into data and zero
+// runs (-S) and write the data, with no JavaScript between the writes. On a 2-core machine
+// that takes about a third off the copy (docs/img-convert.md). The cursor over the sources
+// (block status, chunk sizes) and the run splitting are qemu-img's, as in runCopy(), so the
+// target gets the same writes; only who performs them differs.
+//
+// A raw target's guest offsets are its file's offsets. A qcow2 target's are not: each chunk's
+// data runs come back here once read, the qcow2 code plans their writes (allocating clusters,
+// updating L2 tables and refcounts, exactly as its write() would; Qcow2Device.planWrite), and
+// the native writer makes the data writes of the plan. Planning goes chunk by chunk in guest
+// order, so the clusters are allocated in the order qemu-img allocates them.
 //
 // A chunk that is not one range of a source file (a compressed or backing-file cluster, the
 // partial last sector) is copied the plain way (copyChunkByReading), as is any chunk the
 // native loop fails on, which reports errors in qemu-img's words or salvages. A raw target's
 // chunks are disjoint ranges of one file, so these may be written while native batches are
-// still in flight. Where such chunks come in a row (NBD sources, an overlay flattened onto its
-// backing file), runCopy(), which reads several at a time, takes over.
+// still in flight; a qcow2 target's wait for them (allocation order). Where such chunks come
+// in a row (NBD sources, an overlay flattened onto its backing file), runCopy(), which reads
+// several at a time, takes over.
 
 import { constants } from 'node:os';
-import type { DirectWriteTarget } from '../../block/device.js';
+import type { DataSink, DirectWriteTarget, PlannedWriteTarget } from '../../block/device.js';
 import { allocIoBuffer } from '../../block/io-buffer.js';
-import { nativeFileOps } from '../../block/native.js';
+import { nativeFileOps, type CopyChunkPlanner } from '../../block/native.js';
 import { throwIfAborted } from '../../core/index.js';
 import {
   chunkFileRange,
@@ -38,16 +45,27 @@ const QUEUED_BYTES = 256 * 1024 * 1024;
 /** Unmappable data chunks in a row after which runCopy() takes over. */
 const UNMAPPABLE_RUN = 2;
 
+/** The target as the native loop writes it: its file offsets, or planned (qcow2). */
+export type NativeCopyTarget =
+  { planned: false; target: DirectWriteTarget } | { planned: true; target: PlannedWriteTarget };
+
 /**
  * The target the native loop can write, or undefined for runCopy(). Zero runs are left out, so
  * the target must read as zeros already (a file convert created, or --target-is-zero) with -S
- * on; -r meters every request, which only runCopy() does.
+ * on; -r meters every request, which only runCopy() does. A qcow2 target must be one this
+ * convert created with nothing allocated (CopyPlan.freshTarget): its planned writes never
+ * copy data from the file, which the native writer may not have written yet.
  */
-export function nativeCopyTarget(plan: CopyPlan): DirectWriteTarget | undefined {
+export function nativeCopyTarget(plan: CopyPlan): NativeCopyTarget | undefined {
   if (!plan.mapSources || plan.compressed || !plan.minSparse || !plan.hasZeroInit) return undefined;
   if (plan.targetHasBacking || plan.throttle) return undefined;
-  if (!nativeFileOps()?.copyChunks) return undefined;
-  return plan.target.directWriteTarget?.();
+  const native = nativeFileOps();
+  if (!native?.copyChunks) return undefined;
+  const direct = plan.target.directWriteTarget?.();
+  if (direct) return { planned: false, target: direct };
+  const planned =
+    plan.freshTarget && native.planCopyChunk ? plan.target.plannedWriteTarget?.() : undefined;
+  return planned ? { planned: true, target: planned } : undefined;
 }
 
 /**
@@ -58,11 +76,12 @@ export function nativeCopyTarget(plan: CopyPlan): DirectWriteTarget | undefined 
  */
 export async function runNativeCopy(
   plan: CopyPlan,
-  target: DirectWriteTarget,
+  nativeTarget: NativeCopyTarget,
   allocatedTotal: number,
 ): Promise<CopyResume | undefined> {
   const native = nativeFileOps()!;
   const copyChunks = native.copyChunks!;
+  const { target } = nativeTarget;
   let done = 0;
   const progress = (sectors: number) => {
     done += sectors;
@@ -72,10 +91,6 @@ export async function runNativeCopy(
   // more is retried, and this is what the copy rejects with.
   let failure: unknown;
   const cancel = () => native.cancelCopyChunks?.(target.fd);
-  const check = () => {
-    throwIfAborted(plan.signal);
-    if (failure !== undefined) throw failure;
-  };
   let buf: Uint8Array | undefined; // the loop's own; a failed batch's retries allocate theirs
   const copyByReading = async (sector: number, n: number, own?: Uint8Array) => {
     let b = own;
@@ -87,15 +102,42 @@ export async function runNativeCopy(
     await copyChunkByReading(plan, sector, n, 'data', b);
   };
 
-  // A batch's chunks are announced to the target before they are queued (which reserves
-  // space ahead); the zero runs they left out are reported, then the batch is settled, so the
-  // reserved space they did not use is given back as after plain writes.
-  const copyBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
-    for (let i = 0; i < chunks.length; i += 4) {
-      target.announce(chunks[i]!, chunks[i]! + chunks[i + 1]!, seq);
+  const failed = (err: unknown) => {
+    if (failure === undefined) {
+      failure = err;
+      cancel();
     }
-    const result = await copyChunks(target.fd, target.size, chunks, plan.minSparse, plan.alignment);
-    target.skipped(result.subarray(3));
+  };
+  const planner = nativeTarget.planned
+    ? chunkPlanner(plan, nativeTarget.target, {
+        failed,
+        stopped: () => failure !== undefined || (plan.signal?.aborted ?? false),
+      })
+    : undefined;
+  const check = () => {
+    throwIfAborted(plan.signal);
+    if (failure !== undefined) throw failure;
+  };
+
+  // A raw target's batch is announced before it is queued (which reserves space ahead); the
+  // zero runs it left out are reported, then the batch is settled, so the reserved space it did
+  // not use is given back as after plain writes. A qcow2 target's host writes are announced as
+  // they are planned.
+  const copyBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
+    if (!nativeTarget.planned) {
+      for (let i = 0; i < chunks.length; i += 4) {
+        nativeTarget.target.announce(chunks[i]!, chunks[i]! + chunks[i + 1]!, seq);
+      }
+    }
+    const result = await copyChunks(
+      target.fd,
+      target.size,
+      chunks,
+      plan.minSparse,
+      plan.alignment,
+      planner?.(chunks, seq),
+    );
+    if (!nativeTarget.planned) nativeTarget.target.skipped(result.subarray(3));
     const copied = result[0]!;
     if (copied < chunks.length / 4 && result[1] === constants.errno.ECANCELED) {
       check(); // aborted, or failing: the real reason
@@ -119,10 +161,7 @@ export async function runNativeCopy(
     try {
       await copyBatch(chunks, seq);
     } catch (err) {
-      if (failure === undefined) {
-        failure = err;
-        cancel();
-      }
+      failed(err);
       throw err;
     }
   };
@@ -180,6 +219,8 @@ export async function runNativeCopy(
           return { sector, done };
         } else {
           await queueBatch(); // announced in order, before this chunk's writes
+          // A qcow2 target allocates in guest order, as qemu-img does.
+          if (nativeTarget.planned) while (running.length > 0) await waitOldest();
           await copyByReading(sector, n);
           progress(n);
         }
@@ -194,6 +235,82 @@ export async function runNativeCopy(
     // Never leave a native write running into a target the caller is about to close.
     if (!finished) cancel();
     await Promise.allSettled(running.map((r) => r.promise));
+    // A cancelled chunk's plan may still be under way: done before the target is closed.
+    await planner?.idle();
     native.releaseCopyBuffers?.();
   }
+}
+
+/**
+ * The planner of a qcow2 target's batches (copyChunks' `planner`): each chunk's data runs are
+ * planned as writeChunk() would write them (one write per run), one chunk at a time in the
+ * order they come (guest order). The plan's parts that are the chunk's own bytes refer to the
+ * native buffer (source 0); copy-on-write bytes (zeros, on a fresh image) travel with the plan
+ * (source 1). A planning error fails the copy (`failed`) and the chunk gets no plan.
+ */
+function chunkPlanner(
+  plan: CopyPlan,
+  target: PlannedWriteTarget,
+  failure: { failed(err: unknown): void; stopped(): boolean },
+): { (chunks: Float64Array, seq: number): CopyChunkPlanner; idle(): Promise<void> } {
+  const native = nativeFileOps()!;
+  // Stands for a chunk's bytes, which stay in the native buffer: never read or written, so
+  // its pages are never touched.
+  const placeholder = new Uint8Array(plan.bufSectors * SECTOR);
+  let queue: Promise<void> = Promise.resolve();
+
+  const planChunk = async (guest: number, runs: Uint32Array, seq: number) => {
+    const writes: number[] = [];
+    const extras: Uint8Array[] = [];
+    let extraBytes = 0;
+    const sink: DataSink = (parts, host) => {
+      let at = host;
+      for (const part of parts) {
+        if (part.buffer === placeholder.buffer) {
+          writes.push(at, part.length, 0, part.byteOffset - placeholder.byteOffset);
+        } else {
+          writes.push(at, part.length, 1, extraBytes);
+          extras.push(part);
+          extraBytes += part.length;
+        }
+        at += part.length;
+      }
+      // Announced in the order the device's own writes (metadata) see them.
+      target.announce(host, at, seq);
+    };
+    for (let r = 0; r < runs.length; r += 2) {
+      const start = runs[r]! * SECTOR;
+      const offset = guest + start;
+      // The target may end inside the last sector (sizes that are not sector multiples).
+      const length = Math.min(runs[r + 1]! * SECTOR, target.size - offset);
+      if (length > 0) await target.plan(placeholder.subarray(start, start + length), offset, sink);
+    }
+    const extra = extraBytes ? new Uint8Array(extraBytes) : null;
+    let at = 0;
+    for (const part of extras) {
+      extra!.set(part, at);
+      at += part.length;
+    }
+    return { writes: Float64Array.from(writes), extra };
+  };
+
+  const forBatch =
+    (chunks: Float64Array, seq: number): CopyChunkPlanner =>
+    (slot, generation, chunk, runs) => {
+      queue = queue.then(async () => {
+        let planned: { writes: Float64Array; extra: Uint8Array | null } | undefined;
+        try {
+          // After a failure or Ctrl-C nothing more is planned: the copy is ending.
+          if (!failure.stopped()) planned = await planChunk(chunks[chunk * 4]!, runs, seq);
+        } catch (err) {
+          failure.failed(err);
+        }
+        try {
+          native.planCopyChunk!(slot, generation, planned?.writes ?? null, planned?.extra ?? null);
+        } catch (err) {
+          failure.failed(err); // a plan the native side refused (a bug): the chunk fails with it
+        }
+      });
+    };
+  return Object.assign(forBatch, { idle: () => queue });
 }
