@@ -99,6 +99,7 @@ typedef struct job {
   size_t in_ring;   /* chunks claimed by the reader and not yet consumed by the writer */
   size_t done;      /* chunks written */
   int failed, error, step;
+  napi_env env;    /* the JavaScript thread it belongs to */
   int handed_back; /* settle() was queued: the job is JavaScript's again */
   int orphaned;    /* its environment is being torn down (env_gone()) */
   double *skipped; /* merged byte ranges left out as zeros */
@@ -671,8 +672,14 @@ static void env_gone(void *data) {
     pthread_mutex_unlock(&P.lock);
     return;
   }
-  j->orphaned = 1;
-  if (!j->failed) fail(j, ECANCELED, 0);
+  /* Every queued job of this environment ends now, not only this one: the writer goes in
+   * order, and an older job's chunk waiting for a plan would never get it (this thread is
+   * going away), while that job's own hook runs only after this one (newest first). */
+  for (job *t = P.head; t; t = t->next) {
+    if (t->env != j->env) continue;
+    t->orphaned = 1;
+    if (!t->failed) fail(t, ECANCELED, 0);
+  }
   for (;;) {
     int queued = 0;
     for (job *t = P.head; t; t = t->next)
@@ -733,6 +740,7 @@ static napi_value copy_chunks(napi_env env, napi_callback_info info) {
   j->min_sparse = min_sparse;
   j->alignment = alignment;
   j->planned = planner_type == napi_function;
+  j->env = env;
   j->done_msg = (message){MSG_DONE, j, 0, 0};
   napi_create_string_utf8(env, "vmforge:copyChunks", NAPI_AUTO_LENGTH, &name);
   /* Keeps the event loop alive until the job is settled. */

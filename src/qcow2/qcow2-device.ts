@@ -735,10 +735,20 @@ export class Qcow2Device implements BlockDevice {
       return host + data.length;
     }
 
-    // COW granularity: the subcluster with extended L2, else the whole cluster.
+    // COW granularity: the subcluster with extended L2, else the whole cluster. An edge
+    // subcluster that is allocated already holds its bytes in place: nothing to copy
+    // (calculate_l2_meta: QCOW2_SUBCLUSTER_NORMAL needs no COW).
     const gran = this.layout.extendedL2 ? g : clusterSize;
-    const start = Math.floor(guest / gran) * gran;
-    const stop = Math.ceil(end / gran) * gran;
+    let start = Math.floor(guest / gran) * gran;
+    let stop = Math.ceil(end / gran) * gran;
+    if (this.layout.extendedL2) {
+      const allocated = (at: number) => {
+        const e = readL2Entry(table, Math.floor(at / clusterSize) % l2Entries, this.layout);
+        return ((e.allocBits >>> Math.floor((at % clusterSize) / g)) & 1) === 1;
+      };
+      if (allocated(guest)) start = guest;
+      if (allocated(end - 1)) stop = end;
+    }
     const head = await this.#cowRegion(table, start, guest);
     const tail = await this.#cowRegion(table, end, stop);
     const hostStart = host - (guest - start);

@@ -119,6 +119,12 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
       create: { extendedL2: true },
       minSparse: 1,
     },
+    {
+      // 64 KiB subclusters: runs start and end inside subclusters another run allocated.
+      name: 'extended L2, 2 MiB clusters, -S 4k',
+      create: { clusterSize: 2 * MiB, extendedL2: true },
+      minSparse: 8,
+    },
   ];
   for (const { name, create, minSparse } of layouts) {
     it(`${name}: the file the JavaScript loop makes, byte for byte`, async () => {
@@ -244,17 +250,20 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
        const native = require(w.addon);
        const src = fs.openSync(w.src, 'r');
        const dst = fs.openSync(w.dst, 'w');
-       const chunks = [];
-       for (let i = 0; i < 16; i++) chunks.push(i * 1048576, 1048576, src, i * 1048576);
        let asked = 0;
-       // A planner that never answers: the ring fills with chunks waiting for plans.
-       native.copyChunks(dst, 16 * 1048576, Float64Array.from(chunks), 8, 8, () => {
-         if (++asked === 2) parentPort.postMessage('waiting');
-       });`,
+       // Planners that never answer: the first call's chunk waits for its plan, the later
+       // calls' chunks wait in the ring behind it, and their cleanup hooks run first.
+       for (const count of [1, 2, 2]) {
+         const chunks = [];
+         for (let i = 0; i < count; i++) chunks.push(i * 1048576, 1048576, src, i * 1048576);
+         native.copyChunks(dst, 16 * 1048576, Float64Array.from(chunks), 8, 8, () => {
+           if (++asked === 1) setTimeout(() => parentPort.postMessage('waiting'), 100);
+         });
+       }`,
       { eval: true, workerData: { addon, src: srcPath, dst: join(dir, 'dst') } },
     );
     await new Promise((resolve) => worker.once('message', resolve));
-    await worker.terminate(); // its environment's cleanup fails the job and frees the ring
+    await worker.terminate(); // its environment's cleanup fails the jobs and frees the ring
     const src = join(dir, 'src.raw');
     const bytes = mixedSource();
     writeFileSync(src, bytes);

@@ -108,10 +108,17 @@ export async function runNativeCopy(
       cancel();
     }
   };
+  // A qcow2 target's first chunk the native side failed on (a read or write error, a source
+  // that shrank): everything queued is cancelled and runCopy() goes on from there. Retrying
+  // chunks while later ones are still planned and written could allocate in another order
+  // than qemu-img, or let a later plan's copy-on-write zeros land over a retried chunk's data
+  // in a cluster the two share.
+  let handOver: number | undefined;
   const planner = nativeTarget.planned
     ? chunkPlanner(plan, nativeTarget.target, {
         failed,
-        stopped: () => failure !== undefined || (plan.signal?.aborted ?? false),
+        stopped: () =>
+          failure !== undefined || handOver !== undefined || (plan.signal?.aborted ?? false),
       })
     : undefined;
   const check = () => {
@@ -139,6 +146,16 @@ export async function runNativeCopy(
     );
     if (!nativeTarget.planned) nativeTarget.target.skipped(result.subarray(3));
     const copied = result[0]!;
+    if (nativeTarget.planned && (copied < chunks.length / 4 || handOver !== undefined)) {
+      // Batches settle in order: a later one's chunks are not counted (runCopy() copies them).
+      if (handOver === undefined) {
+        for (let i = 0; i < copied * 4; i += 4) progress(chunks[i + 1]! / SECTOR);
+        handOver = chunks[copied * 4]! / SECTOR;
+        cancel();
+      }
+      target.settle(seq);
+      return;
+    }
     if (copied < chunks.length / 4 && result[1] === constants.errno.ECANCELED) {
       check(); // aborted, or failing: the real reason
       throw new Error('copy cancelled');
@@ -177,6 +194,7 @@ export async function runNativeCopy(
     await oldest.promise;
   };
   const queueBatch = async (): Promise<void> => {
+    if (handOver !== undefined) [batch, batchBytes] = [[], 0]; // runCopy() copies those
     if (batch.length === 0) return;
     while (queuedBytes >= QUEUED_BYTES) await waitOldest();
     check();
@@ -202,6 +220,7 @@ export async function runNativeCopy(
     let unmappable = 0;
     for (let sector = 0; sector < plan.totalSectors;) {
       check();
+      if (handOver !== undefined) break;
       const n = await iterationSectors(plan, st, sector);
       // Zero and backing chunks need no write: the target reads as zeros and has no backing.
       if (st.status === 'data') {
@@ -216,11 +235,12 @@ export async function runNativeCopy(
         } else if (++unmappable >= UNMAPPABLE_RUN || (batches === 0 && batch.length === 0)) {
           await drain();
           finished = true;
-          return { sector, done };
+          return { sector: handOver ?? sector, done };
         } else {
           await queueBatch(); // announced in order, before this chunk's writes
           // A qcow2 target allocates in guest order, as qemu-img does.
           if (nativeTarget.planned) while (running.length > 0) await waitOldest();
+          if (handOver !== undefined) break;
           await copyByReading(sector, n);
           progress(n);
         }
@@ -228,8 +248,12 @@ export async function runNativeCopy(
       sector += n;
     }
     await drain();
+    // A chunk's plan that ran late (its batch failed or was cancelled) has ended, and its
+    // error, if any, is the copy's.
+    await planner?.idle();
+    check();
     finished = true;
-    return undefined;
+    return handOver === undefined ? undefined : { sector: handOver, done };
   } finally {
     plan.signal?.removeEventListener('abort', cancel);
     // Never leave a native write running into a target the caller is about to close.
