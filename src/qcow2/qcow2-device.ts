@@ -544,16 +544,7 @@ export class Qcow2Device implements BlockDevice {
   }
 
   async write(buf: Uint8Array, offset: number, options: WriteOptions = {}): Promise<void> {
-    assertRange('write', offset, buf.length, this.size);
-    this.#checkWritable();
-    if (buf.length === 0) return;
-    await this.#lock.exclusive(async () => {
-      await this.#observer?.beforeGuestWrite(offset, buf.length);
-      await this.#markDirty();
-      await this.#write(buf, offset);
-      await this.#maybeApplyFrees();
-    });
-    if (options.fua) await this.flush();
+    if ((await this.#guestWrite(buf, offset, undefined)) && options.fua) await this.flush();
   }
 
   /**
@@ -567,9 +558,14 @@ export class Qcow2Device implements BlockDevice {
    * allocated yet): a planned write that would read data from the file fails.
    */
   async planWrite(buf: Uint8Array, offset: number, sink: DataSink): Promise<void> {
+    await this.#guestWrite(buf, offset, sink);
+  }
+
+  /** write() and planWrite(): false for an empty write (nothing done). */
+  async #guestWrite(buf: Uint8Array, offset: number, sink: DataSink | undefined): Promise<boolean> {
     assertRange('write', offset, buf.length, this.size);
     this.#checkWritable();
-    if (buf.length === 0) return;
+    if (buf.length === 0) return false;
     await this.#lock.exclusive(async () => {
       await this.#observer?.beforeGuestWrite(offset, buf.length);
       await this.#markDirty();
@@ -581,6 +577,7 @@ export class Qcow2Device implements BlockDevice {
       }
       await this.#maybeApplyFrees();
     });
+    return true;
   }
 
   /**

@@ -51,6 +51,14 @@ function mixedSource(): Buffer {
 
 type CreateOptions = { clusterSize?: number; extendedL2?: boolean };
 
+/** mixedSource() in `dir`/src.raw. */
+function writeMixedSource(dir: string): { src: string; bytes: Buffer } {
+  const src = join(dir, 'src.raw');
+  const bytes = mixedSource();
+  writeFileSync(src, bytes);
+  return { src, bytes };
+}
+
 interface CopyOptions {
   create?: CreateOptions;
   minSparse?: number;
@@ -129,9 +137,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
   for (const { name, create, minSparse } of layouts) {
     it(`${name}: the file the JavaScript loop makes, byte for byte`, async () => {
       const dir = await tempDir();
-      const src = join(dir, 'src.raw');
-      const bytes = mixedSource();
-      writeFileSync(src, bytes);
+      const { src, bytes } = writeMixedSource(dir);
       const js = join(dir, 'js.qcow2');
       const out = join(dir, 'out.qcow2');
       await copyTo(src, 'raw', js, { create, minSparse, js: true });
@@ -150,9 +156,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
 
   it('chunks it cannot map are copied by reading, in guest order', async () => {
     const dir = await tempDir();
-    const src = join(dir, 'src.raw');
-    const bytes = mixedSource();
-    writeFileSync(src, bytes);
+    const { src } = writeMixedSource(dir);
     const js = join(dir, 'js.qcow2');
     const out = join(dir, 'out.qcow2');
     const readAt: number[] = [];
@@ -173,9 +177,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
 
   it('a planning error fails the copy with that error; the next copy works', async () => {
     const dir = await tempDir();
-    const src = join(dir, 'src.raw');
-    const bytes = mixedSource();
-    writeFileSync(src, bytes);
+    const { src, bytes } = writeMixedSource(dir);
     let plans = 0;
     const failing = copyTo(src, 'raw', join(dir, 'failed.qcow2'), {
       planned: (t) => ({
@@ -192,9 +194,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
 
   it('chunks whose native writes fail are written the ordinary way', async () => {
     const dir = await tempDir();
-    const src = join(dir, 'src.raw');
-    const bytes = mixedSource();
-    writeFileSync(src, bytes);
+    const { src, bytes } = writeMixedSource(dir);
     const out = join(dir, 'out.qcow2');
     const decoy = join(dir, 'decoy');
     writeFileSync(decoy, Buffer.alloc(0));
@@ -218,9 +218,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
 
   it('Ctrl-C while chunks are being planned: the copy stops; the next copy works', async () => {
     const dir = await tempDir();
-    const src = join(dir, 'src.raw');
-    const bytes = mixedSource();
-    writeFileSync(src, bytes);
+    const { src, bytes } = writeMixedSource(dir);
     const abort = new AbortController();
     let plans = 0;
     const copy = copyTo(src, 'raw', join(dir, 'aborted.qcow2'), {
@@ -264,9 +262,7 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
     );
     await new Promise((resolve) => worker.once('message', resolve));
     await worker.terminate(); // its environment's cleanup fails the jobs and frees the ring
-    const src = join(dir, 'src.raw');
-    const bytes = mixedSource();
-    writeFileSync(src, bytes);
+    const { src, bytes } = writeMixedSource(dir);
     const out = join(dir, 'out.qcow2');
     await copyTo(src, 'raw', out);
     expect((await guestBytes(out)).equals(bytes)).toBe(true);
