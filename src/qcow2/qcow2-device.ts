@@ -106,6 +106,8 @@ interface DataPiece {
   hostOffset: number;
   parts: Uint8Array[];
   guestOffset: number;
+  /** Whole clusters only: parts is one view of the write's data, from this index on. */
+  wholeFrom?: number;
 }
 
 export interface Qcow2DeviceInit {
@@ -875,16 +877,27 @@ export class Qcow2Device implements BlockDevice {
           ),
         );
       } else {
-        // Whole clusters (the usual case: convert's chunks, aligned writes) need no COW reads.
-        const parts =
-          wFrom === cStart && wTo === cEnd
+        // Whole clusters (the usual case: convert's chunks, aligned writes) need no COW reads;
+        // a run of them is one piece over the caller's buffer, not one per cluster.
+        const whole = wFrom === cStart && wTo === cEnd;
+        const last = pieces[pieces.length - 1];
+        if (whole && last?.wholeFrom !== undefined) {
+          last.parts[0] = data.subarray(last.wholeFrom, wTo - guest);
+        } else {
+          const parts = whole
             ? [payload]
             : [
                 await this.#readGuest(cStart, wFrom - cStart),
                 payload,
                 await this.#readGuest(wTo, cEnd - wTo),
               ];
-        pieces.push({ hostOffset: hostCluster, parts, guestOffset: cStart });
+          pieces.push({
+            hostOffset: hostCluster,
+            parts,
+            guestOffset: cStart,
+            ...(whole ? { wholeFrom: wFrom - guest } : {}),
+          });
+        }
         newEntries.push(
           makeEntry(hostCluster, { copied: true }, ext ? { allocBits: bitRange(0, 32) } : {}),
         );
