@@ -235,8 +235,7 @@ static void read_chunk(slot *s, uint8_t *buf, uint8_t *zero_map) {
   s->runs = 0;
   s->error = read_full(c->src_fd, buf, len, (int64_t)c->src_offset);
   if (s->error) return;
-  for (size_t k = 0; k < sectors; k++)
-    zero_map[k] = (uint8_t)sector_is_zero(buf + k * SECTOR, SECTOR);
+  mark_zero_sectors(buf, sectors, zero_map);
   uint64_t sector = (uint64_t)(c->target_offset / SECTOR);
   for (size_t first = 0; first < sectors;) {
     int data;

@@ -180,7 +180,7 @@ static int scan_zeros(const uint8_t *p, size_t length, uint8_t *zero_map) {
   scan_jump = &jump;
   atomic_signal_fence(memory_order_seq_cst);
   size_t sectors = length / SECTOR;
-  for (size_t s = 0; s < sectors; s++) zero_map[s] = (uint8_t)sector_is_zero(p + s * SECTOR, SECTOR);
+  mark_zero_sectors(p, sectors, zero_map);
   if (length % SECTOR) {
     /* A partial last sector: zero when its bytes are (the rest reads as zeros). */
     const uint8_t *q = p + sectors * SECTOR;
