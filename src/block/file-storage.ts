@@ -2,7 +2,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants as fsConstants, fstatSync, writeSync } from 'node:fs';
-import { fromSystemError, InvalidArgumentError } from '../core/index.js';
+import { fromSystemError, InvalidArgumentError, systemErrorCode } from '../core/index.js';
 import type { DirectWriteTarget } from './device.js';
 import type { Storage } from './storage.js';
 import { nativeFileOps } from './native.js';
@@ -310,6 +310,16 @@ export class FileStorage implements Storage {
         // A truncate to the size it has frees blocks reserved past EOF (ext4, xfs, tmpfs); one
         // call, so the size is never wrong, even for an instant.
         if (finish.truncateTo !== undefined) await fh.truncate(finish.truncateTo);
+      }
+      // bdrv_close() flushes: with cache=writeback (qemu-img convert -t writeback, dd, resize)
+      // what was written reaches the disk before the file is closed. Last, after the space
+      // reserved ahead is given back, which changes the file's metadata too.
+      if (fh && !this.readOnly && this.#cache === 'writeback') {
+        await fh.datasync().catch((err: unknown) => {
+          // EINVAL: a file that cannot be synced (a character device such as /dev/null).
+          if (systemErrorCode(err) === 'EINVAL') return;
+          throw fromSystemError(err, `Could not flush '${this.filename}'`);
+        });
       }
     } finally {
       await fh?.close();

@@ -203,7 +203,12 @@ export async function convertImages(o: ConvertOptions): Promise<void> {
         freshTarget = (opts.str('preallocation') ?? 'off') === 'off';
         // A raw target's first block (QEMU's allocate_first_block) is written at close, in the
         // reserved space (ReserveAheadOptions.fill).
-        await createImage(o.target, { ...create, unsafe: true, firstBlock: !reserveAhead?.fill });
+        await createImage(o.target, {
+          ...create,
+          unsafe: true,
+          firstBlock: !reserveAhead?.fill,
+          ...((o.cache ?? 'unsafe') === 'unsafe' ? { cache: 'unsafe' as const } : {}),
+        });
         targetCreated = true;
       } catch (err) {
         throw withContext(err, `${o.target}: error while converting ${targetFormat}`);
