@@ -12,9 +12,9 @@ import { open } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BlockDevice, PlannedWriteTarget } from '../../src/block/device.js';
-import { nativeFileOps } from '../../src/block/native.js';
+import { nativeFileOps, type NativeFileOps } from '../../src/block/native.js';
 import { createImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
 import { runCopy, type CopyPlan } from '../../src/img/convert/copy.js';
@@ -22,6 +22,21 @@ import { nativeCopyTarget, runNativeCopy } from '../../src/img/convert/native-co
 import { pseudoRandom } from '../support/imgops-matrix.js';
 import { rawCopyPlan, withNewQcow2Target } from '../support/copy-plan.js';
 import { tempDir } from '../support/tmp.js';
+
+// The native helper's exports are read-only; this file sees them through a pass-through object
+// whose functions one test replaces (nativeOverrides: "results seen out of order").
+const nativeOverrides = vi.hoisted(() => ({}) as Partial<NativeFileOps>);
+vi.mock('../../src/block/native.js', async (importOriginal) => {
+  const m = await importOriginal<{ nativeFileOps: typeof nativeFileOps }>();
+  const real = m.nativeFileOps();
+  const ops =
+    real &&
+    new Proxy({} as NativeFileOps, {
+      get: (_t, key: keyof NativeFileOps) => nativeOverrides[key] ?? real[key],
+      has: (_t, key) => key in nativeOverrides || key in real,
+    });
+  return { ...m, nativeFileOps: () => ops };
+});
 
 const MiB = 1024 * 1024;
 const native = nativeFileOps();
@@ -214,6 +229,40 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
     }
     expect((await guestBytes(out)).equals(bytes)).toBe(true);
     expect(written).toBeGreaterThan(0);
+  });
+
+  it('native writes that fail, results seen out of order: the copy goes on from the first failed chunk', async () => {
+    // Each call's completion comes through its own thread-safe function, and those can reach
+    // JavaScript in either order. Here the first call's result is held back until the second
+    // call's has arrived: the copy must still go on from the first call's failed chunk (it
+    // went on from the second call's, and the first call's chunks were never written).
+    const dir = await tempDir();
+    const { src, bytes } = writeMixedSource(dir);
+    const out = join(dir, 'out.qcow2');
+    const decoy = join(dir, 'decoy');
+    writeFileSync(decoy, Buffer.alloc(0));
+    const readOnly = await open(decoy, 'r');
+    const real = native!.copyChunks!;
+    let calls = 0;
+    let releaseFirst = () => {};
+    const secondArrived = new Promise<void>((resolve) => {
+      releaseFirst = resolve;
+      setTimeout(resolve, 2000); // never hang if there is no second call (asserted below)
+    });
+    nativeOverrides.copyChunks = (...args) => {
+      const result = real(...args);
+      if (++calls === 1) return result.then(async (r) => (await secondArrived, r));
+      if (calls === 2) void result.then(() => setTimeout(releaseFirst, 10));
+      return result;
+    };
+    try {
+      await copyTo(src, 'raw', out, { planned: (t) => ({ ...t, fd: readOnly.fd }) });
+    } finally {
+      delete nativeOverrides.copyChunks;
+      await readOnly.close();
+    }
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect((await guestBytes(out)).equals(bytes)).toBe(true);
   });
 
   it('Ctrl-C while chunks are being planned: the copy stops; the next copy works', async () => {

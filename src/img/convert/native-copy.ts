@@ -130,7 +130,11 @@ export async function runNativeCopy(
   // zero runs it left out are reported, then the batch is settled, so the reserved space it did
   // not use is given back as after plain writes. A qcow2 target's host writes are announced as
   // they are planned.
-  const copyBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
+  const copyBatch = async (
+    chunks: Float64Array,
+    seq: number,
+    before: Promise<unknown>,
+  ): Promise<void> => {
     if (!nativeTarget.planned) {
       for (let i = 0; i < chunks.length; i += 4) {
         nativeTarget.target.announce(chunks[i]!, chunks[i]! + chunks[i + 1]!, seq);
@@ -144,6 +148,12 @@ export async function runNativeCopy(
       plan.alignment,
       planner?.(chunks, seq),
     );
+    // Results are taken in batch order. Each call's completion comes through its own
+    // thread-safe function, and those can reach JavaScript out of order (libuv runs its async
+    // handles one after another): a later batch's failure seen first made runCopy() go on from
+    // there, and the earlier batch's failed chunks were never written (a qcow2 target), or
+    // settled a later batch before an earlier one's zero runs were reported.
+    await before;
     if (!nativeTarget.planned) nativeTarget.target.skipped(result.subarray(3));
     const copied = result[0]!;
     if (nativeTarget.planned && (copied < chunks.length / 4 || handOver !== undefined)) {
@@ -174,9 +184,13 @@ export async function runNativeCopy(
     }
     target.settle(seq);
   };
-  const runBatch = async (chunks: Float64Array, seq: number): Promise<void> => {
+  const runBatch = async (
+    chunks: Float64Array,
+    seq: number,
+    before: Promise<unknown>,
+  ): Promise<void> => {
     try {
-      await copyBatch(chunks, seq);
+      await copyBatch(chunks, seq, before);
     } catch (err) {
       failed(err);
       throw err;
@@ -188,6 +202,7 @@ export async function runNativeCopy(
   let batch: number[] = [];
   let batchBytes = 0;
   let batches = 0;
+  let lastBatch: Promise<unknown> = Promise.resolve(); // settled when the newest batch's result is taken
   const waitOldest = async () => {
     const oldest = running.shift()!;
     queuedBytes -= oldest.bytes;
@@ -198,7 +213,8 @@ export async function runNativeCopy(
     if (batch.length === 0) return;
     while (queuedBytes >= QUEUED_BYTES) await waitOldest();
     check();
-    const promise = runBatch(Float64Array.from(batch), batches++);
+    const promise = runBatch(Float64Array.from(batch), batches++, lastBatch);
+    lastBatch = promise.catch(() => undefined);
     // Awaited in turn; not an unhandled rejection meanwhile.
     promise.catch(() => undefined);
     running.push({ promise, bytes: batchBytes });
