@@ -2,7 +2,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants as fsConstants, fstatSync, writeSync } from 'node:fs';
-import { fromSystemError, InvalidArgumentError, systemErrorCode } from '../core/index.js';
+import { fromSystemError, InvalidArgumentError } from '../core/index.js';
 import type { DirectWriteTarget } from './device.js';
 import type { Storage } from './storage.js';
 import { nativeFileOps } from './native.js';
@@ -56,6 +56,8 @@ export class FileStorage implements Storage {
   readonly readOnly: boolean;
   #fh: FileHandle | undefined;
   #closed = false;
+  /** Written (or resized, zeroed, punched) since the last sync: close() syncs only then. */
+  #dirty = false;
   readonly #cache: 'writeback' | 'unsafe' | 'writethrough';
   readonly #syncWriteMax: number;
   readonly #syncReadMax: number;
@@ -194,6 +196,7 @@ export class FileStorage implements Storage {
     const fh = this.#handle();
     const sync = buf.length <= this.#syncWriteMax;
     this.#ahead?.writing(offset, buf.length);
+    this.#dirty = true;
     let done = 0;
     while (done < buf.length) {
       let n: number;
@@ -220,7 +223,10 @@ export class FileStorage implements Storage {
     const ahead = this.#ahead;
     return {
       fd: this.#fh.fd,
-      announce: (start, end, batch) => ahead?.announce(start, end, batch),
+      announce: (start, end, batch) => {
+        this.#dirty = true;
+        ahead?.announce(start, end, batch);
+      },
       skipped: (ranges) => ahead?.skipped(ranges),
       settle: (batch) => ahead?.settle(batch),
     };
@@ -228,6 +234,7 @@ export class FileStorage implements Storage {
 
   async truncate(size: number): Promise<void> {
     this.#checkWritable();
+    this.#dirty = true;
     try {
       await this.#handle().truncate(size);
     } catch (err) {
@@ -238,6 +245,7 @@ export class FileStorage implements Storage {
   async writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
     this.#checkWritable();
     if (length === 0) return;
+    this.#dirty = true;
     const native = nativeFileOps();
     if (native) {
       // fallocate(PUNCH_HOLE) deallocates; ZERO_RANGE keeps the allocation (QEMU file-posix).
@@ -268,7 +276,10 @@ export class FileStorage implements Storage {
   async discard(offset: number, length: number): Promise<void> {
     this.#checkWritable();
     const native = nativeFileOps();
-    if (native && length > 0) native.punchHole(this.fd, offset, length);
+    if (native && length > 0) {
+      this.#dirty = true;
+      native.punchHole(this.fd, offset, length);
+    }
   }
 
   async flush(): Promise<void> {
@@ -277,9 +288,12 @@ export class FileStorage implements Storage {
   }
 
   async #sync(): Promise<void> {
+    // Cleared first: a write made while the sync runs may not be covered by it.
+    this.#dirty = false;
     try {
       await this.#handle().datasync();
     } catch (err) {
+      this.#dirty = true;
       throw fromSystemError(err, `Could not flush '${this.filename}'`);
     }
   }
@@ -306,20 +320,19 @@ export class FileStorage implements Storage {
     try {
       const finish = this.#ahead?.finish();
       if (finish && fh) {
+        if (finish.zeroFill.length > 0 || finish.truncateTo !== undefined) this.#dirty = true;
         await writeZeroRanges(fh, finish.zeroFill);
         // A truncate to the size it has frees blocks reserved past EOF (ext4, xfs, tmpfs); one
         // call, so the size is never wrong, even for an instant.
         if (finish.truncateTo !== undefined) await fh.truncate(finish.truncateTo);
       }
-      // bdrv_close() flushes: with cache=writeback (qemu-img convert -t writeback, dd, resize)
-      // what was written reaches the disk before the file is closed. Last, after the space
-      // reserved ahead is given back, which changes the file's metadata too.
-      if (fh && !this.readOnly && this.#cache === 'writeback') {
-        await fh.datasync().catch((err: unknown) => {
-          // EINVAL: a file that cannot be synced (a character device such as /dev/null).
-          if (systemErrorCode(err) === 'EINVAL') return;
-          throw fromSystemError(err, `Could not flush '${this.filename}'`);
-        });
+      // bdrv_close() flushes what was written since the last flush (cache=writeback and
+      // writethrough: convert -t writeback, dd, resize); last, after the space reserved ahead
+      // is given back, which writes the raw first block and changes the file's metadata. A
+      // failure is not reported: bdrv_close() ignores the flush's result too, and an error here
+      // would replace the one a failing command closes its files after.
+      if (fh && !this.readOnly && this.#cache !== 'unsafe' && this.#dirty) {
+        await fh.datasync().catch(() => undefined);
       }
     } finally {
       await fh?.close();

@@ -65,7 +65,8 @@ export class OverlayDevice implements BlockDevice {
     const tmp = await mkdtemp(join(dir, 'vmforge-snapshot-'));
     const path = join(tmp, 'overlay');
     try {
-      const top = await FileStorage.open(path, { create: true });
+      // Never synced (QEMU's temporary snapshots are cache.no-flush=on): it is thrown away.
+      const top = await FileStorage.open(path, { create: true, cache: 'unsafe' });
       await top.truncate(base.size);
       return new OverlayDevice(base, top);
     } finally {
@@ -240,7 +241,10 @@ export class OverlayDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#top.close();
-    await this.backing.close();
+    try {
+      await this.#top.close();
+    } finally {
+      await this.backing.close();
+    }
   }
 }

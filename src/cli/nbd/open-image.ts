@@ -39,7 +39,9 @@ export async function openExportImage(path: string, o: OpenExportOptions): Promi
       ...(o.format !== undefined ? { format: o.format as SupportedFormat } : {}),
       readOnly,
       // --cache is applied per request by ExportDevice (FUA on every write for writethrough,
-      // flushes dropped for unsafe), the same way over raw, qcow2 and chains.
+      // flushes dropped for unsafe), the same way over raw, qcow2 and chains; the file itself
+      // is told about unsafe too, so closing it does not sync it (QEMU's cache.no-flush).
+      ...(o.cache === 'unsafe' ? { cache: 'unsafe' as const } : {}),
       onWarning: (w) => warnings.push(w),
       // Small reads (4 KiB random I/O) try the page cache synchronously: no thread-pool hop.
       // Bulk reads go to the pool, so both cores read while the event loop sends replies:
