@@ -118,6 +118,21 @@ async function guestBytes(path: string): Promise<Buffer> {
   }
 }
 
+/**
+ * copyTo() a new qcow2 `out` with a descriptor the native writer cannot write (a file opened
+ * read-only: EBADF), so every batch fails natively and runCopy() writes what it copies.
+ */
+async function copyWithFailingNativeWrites(src: string, out: string, o: CopyOptions = {}) {
+  const decoy = `${out}.decoy`;
+  writeFileSync(decoy, Buffer.alloc(0));
+  const readOnly = await open(decoy, 'r');
+  try {
+    await copyTo(src, 'raw', out, { ...o, planned: (t) => ({ ...t, fd: readOnly.fd }) });
+  } finally {
+    await readOnly.close();
+  }
+}
+
 const failReads = (dev: BlockDevice) => {
   dev.read = () => Promise.reject(new Error('read() used although the chunk was mappable'));
 };
@@ -211,22 +226,13 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
     const dir = await tempDir();
     const { src, bytes } = writeMixedSource(dir);
     const out = join(dir, 'out.qcow2');
-    const decoy = join(dir, 'decoy');
-    writeFileSync(decoy, Buffer.alloc(0));
-    const readOnly = await open(decoy, 'r');
     let written = 0;
-    try {
-      await copyTo(src, 'raw', out, {
-        // A descriptor the native writer cannot write (EBADF): every batch fails natively.
-        planned: (t) => ({ ...t, fd: readOnly.fd }),
-        prepare: (_s, t) => {
-          const write = t.write.bind(t);
-          t.write = (buf, offset) => ((written += buf.length), write(buf, offset));
-        },
-      });
-    } finally {
-      await readOnly.close();
-    }
+    await copyWithFailingNativeWrites(src, out, {
+      prepare: (_s, t) => {
+        const write = t.write.bind(t);
+        t.write = (buf, offset) => ((written += buf.length), write(buf, offset));
+      },
+    });
     expect((await guestBytes(out)).equals(bytes)).toBe(true);
     expect(written).toBeGreaterThan(0);
   });
@@ -239,9 +245,6 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
     const dir = await tempDir();
     const { src, bytes } = writeMixedSource(dir);
     const out = join(dir, 'out.qcow2');
-    const decoy = join(dir, 'decoy');
-    writeFileSync(decoy, Buffer.alloc(0));
-    const readOnly = await open(decoy, 'r');
     const real = native!.copyChunks!;
     let calls = 0;
     let releaseFirst = () => {};
@@ -256,10 +259,9 @@ describe.runIf(available)('the native copy loop for new qcow2 targets', () => {
       return result;
     };
     try {
-      await copyTo(src, 'raw', out, { planned: (t) => ({ ...t, fd: readOnly.fd }) });
+      await copyWithFailingNativeWrites(src, out);
     } finally {
       delete nativeOverrides.copyChunks;
-      await readOnly.close();
     }
     expect(calls).toBeGreaterThanOrEqual(2);
     expect((await guestBytes(out)).equals(bytes)).toBe(true);

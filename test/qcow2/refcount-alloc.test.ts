@@ -35,6 +35,15 @@ async function refcountsAt(dev: Qcow2Device, offset: number, n: number): Promise
   return out;
 }
 
+/** Two refcount blocks' worth of clusters allocated: where they start, and the first block
+ * boundary inside them (host offsets). */
+async function allocateAcrossBoundary(
+  dev: Qcow2Device,
+): Promise<{ base: number; boundary: number }> {
+  const base = await dev.refcounts.allocClusters(PER_BLOCK * 2);
+  return { base, boundary: (Math.floor(base / CS / PER_BLOCK) + 1) * PER_BLOCK * CS };
+}
+
 describe('qcow2 cluster allocation', () => {
   it('allocates a run across several refcount blocks, creating the blocks it needs', async () => {
     const dev = await freshImage();
@@ -54,10 +63,8 @@ describe('qcow2 cluster allocation', () => {
   it('skips gaps too small for the request and takes the first that fits', async () => {
     const dev = await freshImage();
     const r = dev.refcounts;
-    // Ten clusters around a refcount block boundary, then holes: one cluster, then two, the
-    // two on either side of the boundary.
-    const base = await r.allocClusters(PER_BLOCK * 2);
-    const boundary = (Math.floor(base / CS / PER_BLOCK) + 1) * PER_BLOCK * CS;
+    // Holes before a refcount block boundary: one cluster, then two, the two on either side.
+    const { base, boundary } = await allocateAcrossBoundary(dev);
     const one = boundary - 4 * CS;
     const two = boundary - CS; // its second cluster is the next block's first
     await r.update(one, CS, -1);
@@ -75,8 +82,7 @@ describe('qcow2 cluster allocation', () => {
   it('allocClustersAt() stops at the first cluster in use, wherever it lies', async () => {
     const dev = await freshImage();
     const r = dev.refcounts;
-    const base = await r.allocClusters(PER_BLOCK * 2);
-    const boundary = (Math.floor(base / CS / PER_BLOCK) + 1) * PER_BLOCK * CS;
+    const { boundary } = await allocateAcrossBoundary(dev);
     // Free 5 clusters ending 2 clusters into the next block.
     const from = boundary - 3 * CS;
     await r.update(from, 5 * CS, -1);
