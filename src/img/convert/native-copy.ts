@@ -214,9 +214,9 @@ export async function runNativeCopy(
     while (queuedBytes >= QUEUED_BYTES) await waitOldest();
     check();
     const promise = runBatch(Float64Array.from(batch), batches++, lastBatch);
+    // The next batch waits on this one; its handler also keeps a rejection, awaited in turn
+    // below, from counting as unhandled meanwhile.
     lastBatch = promise.catch(() => undefined);
-    // Awaited in turn; not an unhandled rejection meanwhile.
-    promise.catch(() => undefined);
     running.push({ promise, bytes: batchBytes });
     queuedBytes += batchBytes;
     batch = [];
